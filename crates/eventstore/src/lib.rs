@@ -1,0 +1,32 @@
+//! Patchbay's event store: each service's append-only log on PostgreSQL (production) or SQLite
+//! (embedded), with optimistic concurrency, idempotent appends, a global order that never skips a
+//! late-committing transaction, catch-up + live subscriptions, an inbox for idempotent consumers,
+//! snapshots and upcasters.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), patchbay_eventstore::EventStoreError> {
+//! use patchbay_eventstore::{EventStore, ExpectedVersion, NewEvent};
+//! let store = EventStore::connect("sqlite://approvals.db").await?;
+//! let approved = NewEvent::new("UpdateApproved", 1, b"protobuf bytes".to_vec()).actor("user:alice");
+//! let result = store.append("approval-KB123", ExpectedVersion::NoStream, &[approved]).await?;
+//! assert_eq!(result.stream_version, 1);
+//! # Ok(()) }
+//! ```
+
+mod error;
+mod event;
+mod postgres;
+mod sqlite;
+mod store;
+mod subscription;
+mod upcast;
+
+pub use error::EventStoreError;
+pub use event::{
+    AppendResult, EventMetadata, ExpectedVersion, LogPosition, MAX_BATCH, MAX_STREAM_ID_LEN,
+    NewEvent, RecordedEvent, Snapshot, validate_event_type,
+};
+pub use postgres::raw_insert as postgres_raw_insert;
+pub use store::{EventStore, SqliteDurability, StoreOptions, Transaction};
+pub use subscription::Subscription;
+pub use upcast::Upcasters;

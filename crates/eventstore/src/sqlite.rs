@@ -1,0 +1,288 @@
+//! The SQLite backend: WAL, writers serialised by `BEGIN IMMEDIATE`, so position order is commit order.
+
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sqlx::{AssertSqlSafe, Row};
+use uuid::Uuid;
+
+use crate::error::EventStoreError;
+use crate::event::{
+    AppendResult, EventMetadata, ExpectedVersion, LogPosition, NewEvent, RecordedEvent, Snapshot,
+    version_matches,
+};
+use crate::store::{StoredId, resolve_unappended, to_u64};
+
+const EVENT_COLUMNS: &str = "global_position, stream_id, stream_version, event_id, event_type, \
+     schema_version, payload, correlation_id, causation_id, actor, traceparent, tracestate, recorded_at_micros";
+
+/// Rows per `INSERT` statement: 12 parameters a row stays well under SQLite's 32,766 variables.
+const ROWS_PER_INSERT: usize = 500;
+
+/// Appends inside a transaction the caller opened with `BEGIN IMMEDIATE`, so no other writer runs
+/// between the version check and the insert.
+pub(crate) async fn append(
+    conn: &mut SqliteConnection,
+    stream_id: &str,
+    expected: ExpectedVersion,
+    events: &[NewEvent],
+) -> Result<AppendResult, EventStoreError> {
+    let actual = stream_version(&mut *conn, stream_id).await?;
+    let first_stored: Option<i64> =
+        sqlx::query_scalar("SELECT global_position FROM events WHERE event_id = ?")
+            .bind(events[0].event_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if first_stored.is_some() || !version_matches(expected, actual) {
+        let stored = stored_ids(&mut *conn, events).await?;
+        return resolve_unappended(stream_id, expected, actual, events, stored);
+    }
+    let start = actual.unwrap_or(0);
+    let now = Utc::now().timestamp_micros();
+    let mut global_position = 0;
+    for (chunk_index, chunk) in events.chunks(ROWS_PER_INSERT).enumerate() {
+        let placeholders = vec!["(?,?,?,?,?,?,?,?,?,?,?,?)"; chunk.len()].join(",");
+        let mut query = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, payload, \
+             correlation_id, causation_id, actor, traceparent, tracestate, recorded_at_micros) VALUES {placeholders}"
+        )));
+        for (offset, event) in chunk.iter().enumerate() {
+            let version = start + (chunk_index * ROWS_PER_INSERT + offset) as u64 + 1;
+            query = query
+                .bind(event.event_id)
+                .bind(stream_id)
+                .bind(i64::try_from(version).unwrap_or(i64::MAX))
+                .bind(event.event_type.as_str())
+                .bind(i64::from(event.schema_version))
+                .bind(event.payload.as_slice())
+                .bind(event.metadata.correlation_id)
+                .bind(event.metadata.causation_id)
+                .bind(event.metadata.actor.as_str())
+                .bind(event.metadata.traceparent.as_deref())
+                .bind(event.metadata.tracestate.as_deref())
+                .bind(now);
+        }
+        let result = query.execute(&mut *conn).await?;
+        global_position = result.last_insert_rowid();
+    }
+    let version = start + events.len() as u64;
+    sqlx::query(
+        "INSERT INTO streams (stream_id, version) VALUES (?, ?) \
+         ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version",
+    )
+    .bind(stream_id)
+    .bind(i64::try_from(version).unwrap_or(i64::MAX))
+    .execute(&mut *conn)
+    .await?;
+    Ok(AppendResult {
+        stream_version: version,
+        global_position: to_u64(global_position, 0)?,
+        deduplicated: false,
+    })
+}
+
+async fn stored_ids(
+    conn: &mut SqliteConnection,
+    events: &[NewEvent],
+) -> Result<Vec<StoredId>, EventStoreError> {
+    let mut stored = Vec::new();
+    for event in events {
+        let row = sqlx::query(
+            "SELECT stream_id, stream_version, global_position FROM events WHERE event_id = ?",
+        )
+        .bind(event.event_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(row) = row {
+            stored.push(StoredId {
+                event_id: event.event_id,
+                stream_id: row.try_get(0)?,
+                stream_version: to_u64(row.try_get(1)?, 0)?,
+                global_position: to_u64(row.try_get(2)?, 0)?,
+            });
+        }
+    }
+    Ok(stored)
+}
+
+pub(crate) async fn stream_version(
+    conn: &mut SqliteConnection,
+    stream_id: &str,
+) -> Result<Option<u64>, EventStoreError> {
+    let version: Option<i64> =
+        sqlx::query_scalar("SELECT version FROM streams WHERE stream_id = ?")
+            .bind(stream_id)
+            .fetch_optional(conn)
+            .await?;
+    version.map(|v| to_u64(v, 0)).transpose()
+}
+
+pub(crate) async fn read_stream(
+    conn: &mut SqliteConnection,
+    stream_id: &str,
+    from_version: u64,
+    limit: usize,
+) -> Result<Vec<RecordedEvent>, EventStoreError> {
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE stream_id = ? AND stream_version >= ? \
+         ORDER BY stream_version LIMIT ?"
+    )))
+    .bind(stream_id)
+    .bind(i64::try_from(from_version).unwrap_or(i64::MAX))
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(decode_event).collect()
+}
+
+pub(crate) async fn read_all(
+    conn: &mut SqliteConnection,
+    after: LogPosition,
+    limit: usize,
+) -> Result<Vec<RecordedEvent>, EventStoreError> {
+    let rows = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE global_position > ? ORDER BY global_position LIMIT ?"
+    )))
+    .bind(i64::try_from(after.global_position).unwrap_or(i64::MAX))
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(decode_event).collect()
+}
+
+pub(crate) async fn count_after(
+    conn: &mut SqliteConnection,
+    after: LogPosition,
+) -> Result<u64, EventStoreError> {
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE global_position > ?")
+        .bind(i64::try_from(after.global_position).unwrap_or(i64::MAX))
+        .fetch_one(conn)
+        .await?;
+    to_u64(count, 0)
+}
+
+pub(crate) async fn record_inbox(
+    conn: &mut SqliteConnection,
+    consumer: &str,
+    event_id: Uuid,
+) -> Result<bool, EventStoreError> {
+    let result = sqlx::query(
+        "INSERT INTO inbox (consumer, event_id, handled_at_micros) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+    )
+    .bind(consumer)
+    .bind(event_id)
+    .bind(Utc::now().timestamp_micros())
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+pub(crate) async fn load_checkpoint(
+    conn: &mut SqliteConnection,
+    name: &str,
+) -> Result<Option<LogPosition>, EventStoreError> {
+    let row = sqlx::query("SELECT commit_id, global_position FROM checkpoints WHERE name = ?")
+        .bind(name)
+        .fetch_optional(conn)
+        .await?;
+    row.map(|row| {
+        Ok(LogPosition {
+            commit_id: to_u64(row.try_get(0)?, 0)?,
+            global_position: to_u64(row.try_get(1)?, 0)?,
+        })
+    })
+    .transpose()
+}
+
+pub(crate) async fn save_checkpoint(
+    conn: &mut SqliteConnection,
+    name: &str,
+    position: LogPosition,
+) -> Result<(), EventStoreError> {
+    sqlx::query(
+        "INSERT INTO checkpoints (name, commit_id, global_position, updated_at_micros) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (name) DO UPDATE SET commit_id = excluded.commit_id, \
+         global_position = excluded.global_position, updated_at_micros = excluded.updated_at_micros",
+    )
+    .bind(name)
+    .bind(i64::try_from(position.commit_id).unwrap_or(i64::MAX))
+    .bind(i64::try_from(position.global_position).unwrap_or(i64::MAX))
+    .bind(Utc::now().timestamp_micros())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn save_snapshot(
+    conn: &mut SqliteConnection,
+    snapshot: &Snapshot,
+) -> Result<(), EventStoreError> {
+    sqlx::query(
+        "INSERT INTO snapshots (snapshot_key, version, schema_version, payload, taken_at_micros) \
+         VALUES (?, ?, ?, ?, ?) ON CONFLICT (snapshot_key, version) DO UPDATE SET \
+         schema_version = excluded.schema_version, payload = excluded.payload, \
+         taken_at_micros = excluded.taken_at_micros",
+    )
+    .bind(&snapshot.key)
+    .bind(i64::try_from(snapshot.version).unwrap_or(i64::MAX))
+    .bind(i64::from(snapshot.schema_version))
+    .bind(&snapshot.payload)
+    .bind(Utc::now().timestamp_micros())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn load_snapshot(
+    conn: &mut SqliteConnection,
+    key: &str,
+    at_most: u64,
+) -> Result<Option<Snapshot>, EventStoreError> {
+    let row = sqlx::query(
+        "SELECT version, schema_version, payload FROM snapshots \
+         WHERE snapshot_key = ? AND version <= ? ORDER BY version DESC LIMIT 1",
+    )
+    .bind(key)
+    .bind(i64::try_from(at_most).unwrap_or(i64::MAX))
+    .fetch_optional(conn)
+    .await?;
+    row.map(|row| {
+        Ok(Snapshot {
+            key: key.to_owned(),
+            version: to_u64(row.try_get(0)?, 0)?,
+            schema_version: u32::try_from(row.try_get::<i64, _>(1)?).unwrap_or(0),
+            payload: row.try_get(2)?,
+        })
+    })
+    .transpose()
+}
+
+fn decode_event(row: &SqliteRow) -> Result<RecordedEvent, EventStoreError> {
+    let position = to_u64(row.try_get(0)?, 0)?;
+    let corrupt = |reason: &str| EventStoreError::Corrupt {
+        global_position: position,
+        reason: reason.to_owned(),
+    };
+    let recorded_micros: i64 = row.try_get(12)?;
+    Ok(RecordedEvent {
+        position: LogPosition {
+            commit_id: 0,
+            global_position: position,
+        },
+        stream_id: row.try_get(1)?,
+        stream_version: to_u64(row.try_get(2)?, position)?,
+        event_id: row.try_get(3)?,
+        event_type: row.try_get(4)?,
+        schema_version: u32::try_from(row.try_get::<i64, _>(5)?)
+            .map_err(|_| corrupt("schema version out of range"))?,
+        payload: row.try_get(6)?,
+        metadata: EventMetadata {
+            correlation_id: row.try_get(7)?,
+            causation_id: row.try_get(8)?,
+            actor: row.try_get(9)?,
+            traceparent: row.try_get(10)?,
+            tracestate: row.try_get(11)?,
+        },
+        recorded_at: DateTime::from_timestamp_micros(recorded_micros)
+            .ok_or_else(|| corrupt("recorded_at out of range"))?,
+    })
+}

@@ -1,0 +1,565 @@
+//! `EventStore`: one API over the PostgreSQL and SQLite backends, and `Transaction` for inbox + append.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnection, PgListener, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::error::EventStoreError;
+use crate::event::{
+    AppendResult, ExpectedVersion, LogPosition, NewEvent, RecordedEvent, Snapshot, validate_append,
+    validate_stream_id,
+};
+use crate::subscription::Subscription;
+use crate::upcast::Upcasters;
+use crate::{postgres, sqlite};
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Pool size. SQLite in-memory databases always use one connection.
+    pub max_connections: u32,
+    /// How long to wait for a pooled connection before failing with a transient error.
+    pub acquire_timeout: Duration,
+    /// SQLite only: `FULL` survives power loss; `NORMAL` (WAL) survives a process crash and is faster.
+    pub sqlite_durability: SqliteDurability,
+    /// Upgrades applied to old payloads on every read.
+    pub upcasters: Upcasters,
+}
+
+/// SQLite `synchronous` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqliteDurability {
+    Full,
+    Normal,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(30),
+            sqlite_durability: SqliteDurability::Full,
+            upcasters: Upcasters::new(),
+        }
+    }
+}
+
+/// A service's event log. Cheap to clone; clones share the connection pool.
+#[derive(Debug, Clone)]
+pub struct EventStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    backend: Backend,
+    upcasters: Upcasters,
+    /// Bumped after every commit that appended (SQLite) or every NOTIFY (PostgreSQL); wakes subscribers.
+    appended: Arc<watch::Sender<u64>>,
+    listener_running: Arc<AtomicBool>,
+}
+
+#[derive(Debug, Clone)]
+enum Backend {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+impl EventStore {
+    /// Opens (and migrates) the store at `url`: `postgres://...`, `sqlite://PATH` or `sqlite::memory:`.
+    pub async fn connect(url: &str) -> Result<Self, EventStoreError> {
+        Self::connect_with(url, StoreOptions::default()).await
+    }
+
+    pub async fn connect_with(url: &str, options: StoreOptions) -> Result<Self, EventStoreError> {
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(options.max_connections)
+                .acquire_timeout(options.acquire_timeout)
+                .connect(url)
+                .await?;
+            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+            Backend::Postgres(pool)
+        } else if url.starts_with("sqlite:") {
+            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            let connect = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(match options.sqlite_durability {
+                    SqliteDurability::Full => SqliteSynchronous::Full,
+                    SqliteDurability::Normal => SqliteSynchronous::Normal,
+                })
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(30));
+            let pool = SqlitePoolOptions::new()
+                // Each connection to `:memory:` would be a separate database.
+                .max_connections(if in_memory {
+                    1
+                } else {
+                    options.max_connections
+                })
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(connect)
+                .await?;
+            sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+            Backend::Sqlite(pool)
+        } else {
+            return Err(EventStoreError::UnsupportedUrl(redact(url)));
+        };
+        let (appended, _) = watch::channel(0);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                backend,
+                upcasters: options.upcasters,
+                appended: Arc::new(appended),
+                listener_running: Arc::new(AtomicBool::new(false)),
+            }),
+        })
+    }
+
+    /// `"postgres"` or `"sqlite"`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.inner.backend {
+            Backend::Postgres(_) => "postgres",
+            Backend::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// The PostgreSQL pool, for a service's own read-model tables in the same database.
+    pub fn postgres_pool(&self) -> Option<&PgPool> {
+        match &self.inner.backend {
+            Backend::Postgres(pool) => Some(pool),
+            Backend::Sqlite(_) => None,
+        }
+    }
+
+    /// The SQLite pool, for a service's own read-model tables in the same database.
+    pub fn sqlite_pool(&self) -> Option<&SqlitePool> {
+        match &self.inner.backend {
+            Backend::Sqlite(pool) => Some(pool),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    /// Appends `events` to `stream_id` atomically, if the stream is at `expected`.
+    ///
+    /// Re-appending a batch whose event ids are all stored already appends nothing and returns the
+    /// original result with `deduplicated: true`.
+    pub async fn append(
+        &self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendResult, EventStoreError> {
+        validate_append(stream_id, events)?;
+        match &self.inner.backend {
+            // One statement: atomic on its own, no BEGIN/COMMIT round trips.
+            Backend::Postgres(pool) => {
+                let mut conn = pool.acquire().await?;
+                postgres::append(&mut conn, stream_id, expected, events).await
+            }
+            Backend::Sqlite(_) => {
+                let mut tx = self.begin().await?;
+                let result = tx.append(stream_id, expected, events).await?;
+                tx.commit().await?;
+                Ok(result)
+            }
+        }
+    }
+
+    /// Opens a write transaction: record inbox rows, append, save checkpoints, then commit once.
+    pub async fn begin(&self) -> Result<Transaction, EventStoreError> {
+        let inner = match &self.inner.backend {
+            Backend::Postgres(pool) => TxInner::Postgres(pool.begin().await?),
+            // IMMEDIATE takes the write lock now, so the version check and the insert see one state.
+            Backend::Sqlite(pool) => TxInner::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+        };
+        Ok(Transaction {
+            inner,
+            store: self.clone(),
+            appended: false,
+        })
+    }
+
+    /// The stream's current version, `None` if it has no events.
+    pub async fn stream_version(&self, stream_id: &str) -> Result<Option<u64>, EventStoreError> {
+        validate_stream_id(stream_id)?;
+        match &self.inner.backend {
+            Backend::Postgres(pool) => {
+                postgres::stream_version(&mut *pool.acquire().await?, stream_id).await
+            }
+            Backend::Sqlite(pool) => {
+                sqlite::stream_version(&mut *pool.acquire().await?, stream_id).await
+            }
+        }
+    }
+
+    /// Up to `limit` events of `stream_id` from `from_version` (1-based) on, upcast.
+    pub async fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, EventStoreError> {
+        validate_stream_id(stream_id)?;
+        let events = match &self.inner.backend {
+            Backend::Postgres(pool) => {
+                let mut conn = pool.acquire().await?;
+                postgres::read_stream(&mut conn, stream_id, from_version, limit).await?
+            }
+            Backend::Sqlite(pool) => {
+                let mut conn = pool.acquire().await?;
+                sqlite::read_stream(&mut conn, stream_id, from_version, limit).await?
+            }
+        };
+        self.upcast(events)
+    }
+
+    /// Up to `limit` events after `after` in the service's global order, upcast.
+    ///
+    /// On PostgreSQL this never returns an event while an earlier-ordered transaction is still open,
+    /// so a reader that checkpoints the last position it saw never skips a late commit.
+    pub async fn read_all(
+        &self,
+        after: LogPosition,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, EventStoreError> {
+        let events = match &self.inner.backend {
+            Backend::Postgres(pool) => {
+                postgres::read_all(&mut *pool.acquire().await?, after, limit).await?
+            }
+            Backend::Sqlite(pool) => {
+                sqlite::read_all(&mut *pool.acquire().await?, after, limit).await?
+            }
+        };
+        self.upcast(events)
+    }
+
+    /// How many events are stored after `after` (visible to `read_all` or not yet): a subscriber's lag.
+    pub async fn count_after(&self, after: LogPosition) -> Result<u64, EventStoreError> {
+        match &self.inner.backend {
+            Backend::Postgres(pool) => {
+                postgres::count_after(&mut *pool.acquire().await?, after).await
+            }
+            Backend::Sqlite(pool) => sqlite::count_after(&mut *pool.acquire().await?, after).await,
+        }
+    }
+
+    /// The saved position of subscription `name`, or the start of the log.
+    pub async fn load_checkpoint(&self, name: &str) -> Result<LogPosition, EventStoreError> {
+        let saved = match &self.inner.backend {
+            Backend::Postgres(pool) => {
+                postgres::load_checkpoint(&mut *pool.acquire().await?, name).await?
+            }
+            Backend::Sqlite(pool) => {
+                sqlite::load_checkpoint(&mut *pool.acquire().await?, name).await?
+            }
+        };
+        Ok(saved.unwrap_or(LogPosition::START))
+    }
+
+    pub async fn save_checkpoint(
+        &self,
+        name: &str,
+        position: LogPosition,
+    ) -> Result<(), EventStoreError> {
+        match &self.inner.backend {
+            Backend::Postgres(pool) => {
+                postgres::save_checkpoint(&mut *pool.acquire().await?, name, position).await
+            }
+            Backend::Sqlite(pool) => {
+                sqlite::save_checkpoint(&mut *pool.acquire().await?, name, position).await
+            }
+        }
+    }
+
+    pub async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<(), EventStoreError> {
+        validate_stream_id(&snapshot.key)?;
+        match &self.inner.backend {
+            Backend::Postgres(pool) => {
+                postgres::save_snapshot(&mut *pool.acquire().await?, snapshot).await
+            }
+            Backend::Sqlite(pool) => {
+                sqlite::save_snapshot(&mut *pool.acquire().await?, snapshot).await
+            }
+        }
+    }
+
+    /// The newest snapshot of `key` taken at a version no greater than `at_most`.
+    pub async fn load_snapshot(
+        &self,
+        key: &str,
+        at_most: u64,
+    ) -> Result<Option<Snapshot>, EventStoreError> {
+        match &self.inner.backend {
+            Backend::Postgres(pool) => {
+                postgres::load_snapshot(&mut *pool.acquire().await?, key, at_most).await
+            }
+            Backend::Sqlite(pool) => {
+                sqlite::load_snapshot(&mut *pool.acquire().await?, key, at_most).await
+            }
+        }
+    }
+
+    /// A catch-up + live subscription to the global order, resuming from checkpoint `name`.
+    pub async fn subscribe(
+        &self,
+        name: &str,
+        batch_size: usize,
+    ) -> Result<Subscription, EventStoreError> {
+        let position = self.load_checkpoint(name).await?;
+        self.ensure_listener();
+        Ok(Subscription::new(
+            self.clone(),
+            name.to_owned(),
+            position,
+            batch_size.max(1),
+            self.inner.appended.subscribe(),
+        ))
+    }
+
+    /// Closes the pool; later calls fail.
+    pub async fn close(&self) {
+        match &self.inner.backend {
+            Backend::Postgres(pool) => pool.close().await,
+            Backend::Sqlite(pool) => pool.close().await,
+        }
+    }
+
+    fn upcast(&self, events: Vec<RecordedEvent>) -> Result<Vec<RecordedEvent>, EventStoreError> {
+        if self.inner.upcasters.is_empty() {
+            return Ok(events);
+        }
+        events
+            .into_iter()
+            .map(|event| self.inner.upcasters.apply(event))
+            .collect()
+    }
+
+    fn notify_appended(&self) {
+        self.inner.appended.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// On PostgreSQL, starts the task that turns `NOTIFY patchbay_events` into subscriber wake-ups.
+    /// Subscriptions also poll, so a lost listener only adds latency, never loses events.
+    fn ensure_listener(&self) {
+        let Backend::Postgres(pool) = &self.inner.backend else {
+            return;
+        };
+        if self.inner.listener_running.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let pool = pool.clone();
+        let appended = Arc::clone(&self.inner.appended);
+        let running = Arc::clone(&self.inner.listener_running);
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            while !appended.is_closed() {
+                match listen(&pool, &appended).await {
+                    Ok(()) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "event notification listener failed; subscribers poll until it reconnects");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            running.store(false, Ordering::SeqCst);
+        });
+    }
+}
+
+/// Forwards notifications until every subscriber is gone.
+async fn listen(pool: &PgPool, appended: &watch::Sender<u64>) -> Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen("patchbay_events").await?;
+    loop {
+        tokio::select! {
+            () = appended.closed() => return Ok(()),
+            notification = listener.try_recv() => {
+                // None: the connection was lost and re-established; events may have been missed, so wake.
+                let _ = notification?;
+                appended.send_modify(|n| *n = n.wrapping_add(1));
+            }
+        }
+    }
+}
+
+/// A write transaction on a service's store: inbox rows, appends and checkpoints commit together.
+#[derive(Debug)]
+pub struct Transaction {
+    inner: TxInner,
+    store: EventStore,
+    appended: bool,
+}
+
+#[derive(Debug)]
+enum TxInner {
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+}
+
+impl Transaction {
+    /// Appends within this transaction; see [`EventStore::append`].
+    pub async fn append(
+        &mut self,
+        stream_id: &str,
+        expected: ExpectedVersion,
+        events: &[NewEvent],
+    ) -> Result<AppendResult, EventStoreError> {
+        validate_append(stream_id, events)?;
+        let result = match &mut self.inner {
+            TxInner::Postgres(tx) => postgres::append(tx, stream_id, expected, events).await,
+            TxInner::Sqlite(tx) => sqlite::append(tx, stream_id, expected, events).await,
+        }?;
+        self.appended |= !result.deduplicated;
+        Ok(result)
+    }
+
+    /// Records that `consumer` handled `event_id`. Returns false if it already had: the caller must
+    /// then skip the event (a duplicate delivery).
+    pub async fn record_inbox(
+        &mut self,
+        consumer: &str,
+        event_id: Uuid,
+    ) -> Result<bool, EventStoreError> {
+        match &mut self.inner {
+            TxInner::Postgres(tx) => postgres::record_inbox(tx, consumer, event_id).await,
+            TxInner::Sqlite(tx) => sqlite::record_inbox(tx, consumer, event_id).await,
+        }
+    }
+
+    /// Saves a subscription checkpoint in this transaction (exactly-once projections).
+    pub async fn save_checkpoint(
+        &mut self,
+        name: &str,
+        position: LogPosition,
+    ) -> Result<(), EventStoreError> {
+        match &mut self.inner {
+            TxInner::Postgres(tx) => postgres::save_checkpoint(tx, name, position).await,
+            TxInner::Sqlite(tx) => sqlite::save_checkpoint(tx, name, position).await,
+        }
+    }
+
+    pub async fn stream_version(
+        &mut self,
+        stream_id: &str,
+    ) -> Result<Option<u64>, EventStoreError> {
+        match &mut self.inner {
+            TxInner::Postgres(tx) => postgres::stream_version(tx, stream_id).await,
+            TxInner::Sqlite(tx) => sqlite::stream_version(tx, stream_id).await,
+        }
+    }
+
+    /// The PostgreSQL connection of this transaction, for read-model writes in the same commit.
+    pub fn postgres(&mut self) -> Option<&mut PgConnection> {
+        match &mut self.inner {
+            TxInner::Postgres(tx) => Some(tx),
+            TxInner::Sqlite(_) => None,
+        }
+    }
+
+    /// The SQLite connection of this transaction, for read-model writes in the same commit.
+    pub fn sqlite(&mut self) -> Option<&mut SqliteConnection> {
+        match &mut self.inner {
+            TxInner::Sqlite(tx) => Some(tx),
+            TxInner::Postgres(_) => None,
+        }
+    }
+
+    pub async fn commit(self) -> Result<(), EventStoreError> {
+        match self.inner {
+            TxInner::Postgres(tx) => tx.commit().await?,
+            TxInner::Sqlite(tx) => {
+                tx.commit().await?;
+                if self.appended {
+                    self.store.notify_appended();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> Result<(), EventStoreError> {
+        match self.inner {
+            TxInner::Postgres(tx) => tx.rollback().await?,
+            TxInner::Sqlite(tx) => tx.rollback().await?,
+        }
+        Ok(())
+    }
+}
+
+/// Where an event id of a batch is already stored.
+#[derive(Debug)]
+pub(crate) struct StoredId {
+    pub event_id: Uuid,
+    pub stream_id: String,
+    pub stream_version: u64,
+    pub global_position: u64,
+}
+
+/// The outcome of an append that inserted nothing: the original result when the whole batch was
+/// stored before (an idempotent retry), otherwise a conflict or a reused event id.
+pub(crate) fn resolve_unappended(
+    stream_id: &str,
+    expected: ExpectedVersion,
+    actual: Option<u64>,
+    events: &[NewEvent],
+    stored: Vec<StoredId>,
+) -> Result<AppendResult, EventStoreError> {
+    if stored.is_empty() {
+        return Err(EventStoreError::Conflict {
+            stream_id: stream_id.to_owned(),
+            expected,
+            actual,
+        });
+    }
+    if let Some(elsewhere) = stored.iter().find(|s| s.stream_id != stream_id) {
+        return Err(EventStoreError::EventIdReused {
+            event_id: elsewhere.event_id,
+            detail: format!("in stream '{}'", elsewhere.stream_id),
+        });
+    }
+    if stored.len() != events.len() {
+        return Err(EventStoreError::EventIdReused {
+            event_id: stored[0].event_id,
+            detail: format!(
+                "but only {} of the batch's {} events are; the batch differs from the stored one",
+                stored.len(),
+                events.len()
+            ),
+        });
+    }
+    Ok(AppendResult {
+        stream_version: stored.iter().map(|s| s.stream_version).max().unwrap_or(0),
+        global_position: stored.iter().map(|s| s.global_position).max().unwrap_or(0),
+        deduplicated: true,
+    })
+}
+
+/// Converts a stored integer that must not be negative.
+pub(crate) fn to_u64(value: i64, global_position: u64) -> Result<u64, EventStoreError> {
+    u64::try_from(value).map_err(|_| EventStoreError::Corrupt {
+        global_position,
+        reason: format!("negative value {value} where a count or position is stored"),
+    })
+}
+
+/// A URL for error messages, without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***{}", &url[..scheme_end], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,593 @@
+//! One behavioural suite, run against SQLite always and PostgreSQL when `PATCHBAY_TEST_DATABASE_URL` is set.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use patchbay_eventstore::{
+    EventStore, EventStoreError, ExpectedVersion, LogPosition, NewEvent, Snapshot, StoreOptions,
+    Upcasters,
+};
+use patchbay_testkit::{TestPostgres, TestSqlite};
+
+/// Keeps whatever backs a test store alive for the test's duration.
+#[allow(dead_code)] // held only for its Drop
+enum Guard {
+    Sqlite(TestSqlite),
+    Postgres(TestPostgres),
+}
+
+async fn sqlite_store(options: StoreOptions) -> (EventStore, Guard) {
+    let dir = TestSqlite::new();
+    let store = EventStore::connect_with(&dir.url("events.db"), options)
+        .await
+        .unwrap();
+    (store, Guard::Sqlite(dir))
+}
+
+async fn postgres_store(options: StoreOptions) -> Option<(EventStore, Guard)> {
+    let db = TestPostgres::create().await?;
+    let store = EventStore::connect_with(&db.url, options).await.unwrap();
+    Some((store, Guard::Postgres(db)))
+}
+
+/// The whole log once every committed event is visible. On PostgreSQL, a transaction left open by
+/// another test on the same server holds back the global order for a moment (by design), so a test
+/// that reads everything right after writing waits for the log to settle.
+async fn settled(store: &EventStore) -> Vec<patchbay_eventstore::RecordedEvent> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let committed = store.count_after(LogPosition::START).await.unwrap() as usize;
+        let events = store.read_all(LogPosition::START, 100_000).await.unwrap();
+        if events.len() == committed || tokio::time::Instant::now() > deadline {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn event(event_type: &str, payload: &str) -> NewEvent {
+    NewEvent::new(event_type, 1, payload.as_bytes().to_vec())
+}
+
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let (store, _guard) = super::sqlite_store(Default::default()).await;
+                    super::$name(store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some((store, _guard)) = super::postgres_store(Default::default()).await else { return };
+                    super::$name(store).await;
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    appended_events_read_back_in_stream_order,
+    expected_version_is_enforced_with_a_typed_conflict,
+    reappending_the_same_event_ids_is_idempotent,
+    read_all_returns_the_global_order_in_pages,
+    competing_appenders_never_lose_or_duplicate_a_version,
+    inbox_and_append_commit_or_roll_back_together,
+    subscription_catches_up_then_follows_live_and_resumes_from_its_checkpoint,
+    snapshots_return_the_newest_at_or_below_a_version,
+    bad_input_is_refused_before_it_reaches_the_log,
+);
+
+async fn appended_events_read_back_in_stream_order(store: EventStore) {
+    let first = store
+        .append(
+            "update-1",
+            ExpectedVersion::NoStream,
+            &[event("UpdatePublished", "a"), event("UpdateRevised", "b")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.stream_version, 2);
+    assert!(!first.deduplicated);
+    let second = store
+        .append(
+            "update-1",
+            ExpectedVersion::Exact(2),
+            &[event("UpdateRevised", "c")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(second.stream_version, 3);
+    assert!(second.global_position > first.global_position);
+
+    let events = store.read_stream("update-1", 1, 100).await.unwrap();
+    let seen: Vec<_> = events
+        .iter()
+        .map(|e| {
+            (
+                e.stream_version,
+                e.event_type.as_str(),
+                e.payload.as_slice(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (1, "UpdatePublished", &b"a"[..]),
+            (2, "UpdateRevised", &b"b"[..]),
+            (3, "UpdateRevised", &b"c"[..])
+        ]
+    );
+    assert_eq!(events[0].metadata.actor, "system");
+    assert_eq!(
+        store.read_stream("update-1", 3, 100).await.unwrap().len(),
+        1
+    );
+    assert_eq!(store.stream_version("update-1").await.unwrap(), Some(3));
+    assert_eq!(store.stream_version("update-2").await.unwrap(), None);
+}
+
+async fn expected_version_is_enforced_with_a_typed_conflict(store: EventStore) {
+    store
+        .append("s", ExpectedVersion::NoStream, &[event("E", "1")])
+        .await
+        .unwrap();
+    let error = store
+        .append("s", ExpectedVersion::NoStream, &[event("E", "2")])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            EventStoreError::Conflict {
+                expected: ExpectedVersion::NoStream,
+                actual: Some(1),
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let error = store
+        .append("s", ExpectedVersion::Exact(5), &[event("E", "2")])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            EventStoreError::Conflict {
+                actual: Some(1),
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("reload the stream"));
+    let error = store
+        .append("t", ExpectedVersion::Exact(1), &[event("E", "2")])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, EventStoreError::Conflict { actual: None, .. }),
+        "{error:?}"
+    );
+    store
+        .append("s", ExpectedVersion::Exact(1), &[event("E", "2")])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .append("s", ExpectedVersion::Any, &[event("E", "3")])
+            .await
+            .unwrap()
+            .stream_version,
+        3
+    );
+    assert_eq!(
+        store
+            .append("u", ExpectedVersion::Any, &[event("E", "1")])
+            .await
+            .unwrap()
+            .stream_version,
+        1
+    );
+    // A failed append left nothing behind.
+    assert_eq!(store.read_stream("s", 1, 100).await.unwrap().len(), 3);
+    assert_eq!(store.read_stream("t", 1, 100).await.unwrap().len(), 0);
+}
+
+async fn reappending_the_same_event_ids_is_idempotent(store: EventStore) {
+    let batch = vec![event("E", "1"), event("E", "2")];
+    let original = store
+        .append("s", ExpectedVersion::NoStream, &batch)
+        .await
+        .unwrap();
+    // The retry carries the now-stale expectation, as a client retrying after a lost reply would.
+    let retry = store
+        .append("s", ExpectedVersion::NoStream, &batch)
+        .await
+        .unwrap();
+    assert!(retry.deduplicated);
+    assert_eq!(
+        (retry.stream_version, retry.global_position),
+        (original.stream_version, original.global_position)
+    );
+    let retry_in_tx = {
+        let mut tx = store.begin().await.unwrap();
+        let result = tx.append("s", ExpectedVersion::Any, &batch).await.unwrap();
+        tx.commit().await.unwrap();
+        result
+    };
+    assert!(retry_in_tx.deduplicated);
+    assert_eq!(settled(&store).await.len(), 2);
+
+    let partial = vec![batch[0].clone(), event("E", "3")];
+    let error = store
+        .append("s", ExpectedVersion::Any, &partial)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, EventStoreError::EventIdReused { .. }),
+        "{error:?}"
+    );
+    let error = store
+        .append("other", ExpectedVersion::Any, &batch)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, EventStoreError::EventIdReused { .. }),
+        "{error:?}"
+    );
+    assert_eq!(settled(&store).await.len(), 2);
+}
+
+async fn read_all_returns_the_global_order_in_pages(store: EventStore) {
+    for i in 0..25 {
+        store
+            .append(
+                &format!("s-{}", i % 3),
+                ExpectedVersion::Any,
+                &[event("E", &i.to_string())],
+            )
+            .await
+            .unwrap();
+    }
+    settled(&store).await;
+    let mut after = LogPosition::START;
+    let mut payloads = Vec::new();
+    loop {
+        let page = store.read_all(after, 10).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 10);
+        after = page.last().unwrap().position;
+        payloads.extend(
+            page.into_iter()
+                .map(|e| String::from_utf8(e.payload).unwrap()),
+        );
+    }
+    let expected: Vec<_> = (0..25).map(|i| i.to_string()).collect();
+    assert_eq!(payloads, expected);
+    assert_eq!(store.count_after(LogPosition::START).await.unwrap(), 25);
+    assert_eq!(store.count_after(after).await.unwrap(), 0);
+}
+
+async fn competing_appenders_never_lose_or_duplicate_a_version(store: EventStore) {
+    const WRITERS: usize = 8;
+    const EACH: usize = 10;
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conflicts = 0;
+            for n in 0..EACH {
+                // Read, decide, append with the version read: retry on conflict like an aggregate would.
+                loop {
+                    let version = store
+                        .stream_version("contended")
+                        .await
+                        .unwrap()
+                        .unwrap_or(0);
+                    let e = event("E", &format!("{writer}-{n}"));
+                    match store
+                        .append("contended", ExpectedVersion::Exact(version), &[e])
+                        .await
+                    {
+                        Ok(_) => break,
+                        Err(EventStoreError::Conflict { .. }) => conflicts += 1,
+                        Err(other) => panic!("{other}"),
+                    }
+                }
+                // Uncontended streams appended concurrently too.
+                store
+                    .append(
+                        &format!("own-{writer}"),
+                        ExpectedVersion::Any,
+                        &[event("E", "x")],
+                    )
+                    .await
+                    .unwrap();
+            }
+            conflicts
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let events = store.read_stream("contended", 1, 1000).await.unwrap();
+    let versions: Vec<_> = events.iter().map(|e| e.stream_version).collect();
+    assert_eq!(versions, (1..=(WRITERS * EACH) as u64).collect::<Vec<_>>());
+    let payloads: HashSet<_> = events.iter().map(|e| e.payload.clone()).collect();
+    assert_eq!(payloads.len(), WRITERS * EACH);
+    let all = settled(&store).await;
+    assert_eq!(all.len(), 2 * WRITERS * EACH);
+}
+
+async fn inbox_and_append_commit_or_roll_back_together(store: EventStore) {
+    let incoming = uuid::Uuid::now_v7();
+    let mut tx = store.begin().await.unwrap();
+    assert!(
+        tx.record_inbox("installing.on-approved", incoming)
+            .await
+            .unwrap()
+    );
+    tx.append(
+        "job-1",
+        ExpectedVersion::NoStream,
+        &[event("InstallJobQueued", "j")],
+    )
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(settled(&store).await.len(), 0);
+
+    let mut tx = store.begin().await.unwrap();
+    assert!(
+        tx.record_inbox("installing.on-approved", incoming)
+            .await
+            .unwrap(),
+        "rolled-back inbox row survived"
+    );
+    tx.append(
+        "job-1",
+        ExpectedVersion::NoStream,
+        &[event("InstallJobQueued", "j")],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    // The duplicate delivery finds its inbox row; another consumer is independent.
+    let mut tx = store.begin().await.unwrap();
+    assert!(
+        !tx.record_inbox("installing.on-approved", incoming)
+            .await
+            .unwrap()
+    );
+    assert!(tx.record_inbox("installing.other", incoming).await.unwrap());
+    tx.commit().await.unwrap();
+    assert_eq!(settled(&store).await.len(), 1);
+}
+
+async fn subscription_catches_up_then_follows_live_and_resumes_from_its_checkpoint(
+    store: EventStore,
+) {
+    for i in 0..5 {
+        store
+            .append("s", ExpectedVersion::Any, &[event("E", &i.to_string())])
+            .await
+            .unwrap();
+    }
+    let mut subscription = store.subscribe("projector", 3).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 5 {
+        let batch = subscription.next_batch().await.unwrap();
+        seen.extend(batch.into_iter().map(|e| e.payload));
+    }
+    subscription.commit().await.unwrap();
+
+    let writer = store.clone();
+    let live = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        writer
+            .append("s", ExpectedVersion::Any, &[event("E", "live")])
+            .await
+            .unwrap();
+    });
+    let batch = tokio::time::timeout(Duration::from_secs(5), subscription.next_batch())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(batch[0].payload, b"live");
+    live.await.unwrap();
+    // Not committed: a new subscription with the same name starts after the 5th event again.
+    let mut resumed = store.subscribe("projector", 10).await.unwrap();
+    let batch = resumed.next_batch().await.unwrap();
+    assert_eq!(batch.len(), 1);
+    assert_eq!(batch[0].payload, b"live");
+    assert_eq!(resumed.lag().await.unwrap(), 1);
+    resumed.commit().await.unwrap();
+    assert_eq!(resumed.lag().await.unwrap(), 0);
+    assert!(resumed.try_next_batch().await.unwrap().is_none());
+}
+
+async fn snapshots_return_the_newest_at_or_below_a_version(store: EventStore) {
+    for version in [10, 20, 30] {
+        store
+            .save_snapshot(&Snapshot {
+                key: "approvals".into(),
+                version,
+                schema_version: 1,
+                payload: vec![version as u8],
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store
+            .load_snapshot("approvals", 25)
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        20
+    );
+    assert_eq!(
+        store
+            .load_snapshot("approvals", u64::MAX)
+            .await
+            .unwrap()
+            .unwrap()
+            .payload,
+        vec![30]
+    );
+    assert!(store.load_snapshot("approvals", 5).await.unwrap().is_none());
+    assert!(store.load_snapshot("other", 100).await.unwrap().is_none());
+}
+
+async fn bad_input_is_refused_before_it_reaches_the_log(store: EventStore) {
+    for (stream, events) in [
+        ("", vec![event("E", "x")]),
+        ("s", vec![]),
+        ("s", vec![event("has space", "x")]),
+        ("s", vec![event("a.b", "x")]),
+    ] {
+        let error = store
+            .append(stream, ExpectedVersion::Any, &events)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, EventStoreError::InvalidInput(_)),
+            "{error:?}"
+        );
+    }
+    assert_eq!(settled(&store).await.len(), 0);
+}
+
+#[tokio::test]
+async fn old_payloads_are_upcast_on_read_and_never_rewritten() {
+    let dir = TestSqlite::new();
+    let url = dir.url("events.db");
+    let old = EventStore::connect(&url).await.unwrap();
+    old.append(
+        "s",
+        ExpectedVersion::Any,
+        &[NewEvent::new("UpdateApproved", 1, b"alice".to_vec())],
+    )
+    .await
+    .unwrap();
+    old.close().await;
+
+    let upcasters = Upcasters::new().register("UpdateApproved", 1, |p| Ok([b"user:", p].concat()));
+    let store = EventStore::connect_with(
+        &url,
+        StoreOptions {
+            upcasters,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let read = store.read_stream("s", 1, 10).await.unwrap();
+    assert_eq!(
+        (read[0].schema_version, read[0].payload.as_slice()),
+        (2, &b"user:alice"[..])
+    );
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT payload FROM events")
+        .fetch_one(store.sqlite_pool().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(stored, b"alice");
+}
+
+#[tokio::test]
+async fn a_corrupt_row_is_a_typed_error_not_a_panic() {
+    let (store, _guard) = sqlite_store(Default::default()).await;
+    store
+        .append("s", ExpectedVersion::Any, &[event("E", "x")])
+        .await
+        .unwrap();
+    sqlx::query("UPDATE events SET schema_version = -1")
+        .execute(store.sqlite_pool().unwrap())
+        .await
+        .unwrap();
+    let error = store.read_all(LogPosition::START, 10).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            EventStoreError::Corrupt {
+                global_position: 1,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unsupported_url_says_which_schemes_work() {
+    let error = EventStore::connect("mysql://root:secret@localhost/db")
+        .await
+        .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("postgres://") && !message.contains("secret"),
+        "{message}"
+    );
+}
+
+/// The sequence-gap case: an event whose transaction commits after a later-positioned event's must
+/// still be delivered, exactly once, to a subscriber that already read past its position.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_late_committing_transaction_is_never_skipped() {
+    let Some((store, _guard)) = postgres_store(Default::default()).await else {
+        return;
+    };
+    let mut subscriber = store.subscribe("gap-test", 100).await.unwrap();
+
+    // A takes global_position 1 and stays open; B takes position 2 and commits first.
+    let mut slow = store.begin().await.unwrap();
+    slow.append("a", ExpectedVersion::NoStream, &[event("E", "slow")])
+        .await
+        .unwrap();
+    store
+        .append("b", ExpectedVersion::NoStream, &[event("E", "fast")])
+        .await
+        .unwrap();
+
+    // While A is open, B is held back: handing it out now would let a checkpoint pass A's position.
+    assert!(subscriber.try_next_batch().await.unwrap().is_none());
+    subscriber.commit().await.unwrap();
+    slow.commit().await.unwrap();
+
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let batch = tokio::time::timeout(Duration::from_secs(5), subscriber.next_batch())
+            .await
+            .unwrap()
+            .unwrap();
+        seen.extend(
+            batch
+                .into_iter()
+                .map(|e| String::from_utf8(e.payload).unwrap()),
+        );
+    }
+    subscriber.commit().await.unwrap();
+    assert_eq!(seen, vec!["slow", "fast"]);
+    assert!(subscriber.try_next_batch().await.unwrap().is_none());
+    // A new reader of the whole log sees each event once, in the same order.
+    let all = settled(&store).await;
+    assert_eq!(
+        all.iter().map(|e| e.payload.clone()).collect::<Vec<_>>(),
+        vec![b"slow".to_vec(), b"fast".to_vec()]
+    );
+}
