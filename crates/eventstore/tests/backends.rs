@@ -12,7 +12,7 @@ use patchbay_eventstore::{
 use patchbay_testkit::{TestPostgres, TestSqlite};
 
 /// Keeps whatever backs a test store alive for the test's duration.
-#[allow(dead_code)] // held only for its Drop
+#[allow(dead_code, clippy::large_enum_variant)] // held only for its Drop
 enum Guard {
     Sqlite(TestSqlite),
     Postgres(TestPostgres),
