@@ -2,8 +2,9 @@
 
 use bytes::Bytes;
 use chrono::DateTime;
-use patchbay_eventstore::{EventMetadata, LogPosition, RecordedEvent};
+use patchbay_eventstore::{EventMetadata, LogPosition, NewEvent, RecordedEvent};
 use patchbay_proto::common::v1::{EventEnvelope, EventMetadata as ProtoMetadata};
+use patchbay_telemetry::TraceContext;
 use prost::Message as _;
 use uuid::Uuid;
 
@@ -46,6 +47,23 @@ pub struct IncomingEvent {
     pub service: String,
     /// The event as the producer stored it; `position.global_position` is its place in the producer's log.
     pub event: RecordedEvent,
+}
+
+impl IncomingEvent {
+    /// A new event caused by this one: same correlation id, this event as causation, and the trace
+    /// context of the current span (the consumer's), so the trace continues through the new event.
+    pub fn follow_up(
+        &self,
+        event_type: impl Into<String>,
+        schema_version: u32,
+        payload: Vec<u8>,
+    ) -> NewEvent {
+        let context = TraceContext::current();
+        NewEvent::new(event_type, schema_version, payload)
+            .caused_by(&self.event)
+            .actor(format!("service:{}", self.service))
+            .trace_context(context.traceparent, context.tracestate)
+    }
 }
 
 /// Encodes a stored event as the envelope published on the bus.
