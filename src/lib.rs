@@ -1,0 +1,7 @@
+//! Patchbay's one binary as a library: the command line, the embedded all-in-one server and the
+//! gRPC surface, so the end-to-end tests can start the same application the binary runs.
+
+pub mod cli;
+pub mod embedded;
+pub mod grpc;
+pub mod services;

@@ -1,0 +1,6 @@
+//! End-to-end tests: the whole application, started as the binary starts it, driven over gRPC.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+mod server;
