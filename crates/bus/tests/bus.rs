@@ -568,3 +568,81 @@ async fn an_unreachable_nats_server_is_a_clear_error() {
     );
     assert!(error.is_transient());
 }
+
+/// The production path: PostgreSQL log → relay → NATS JetStream → consumer → PostgreSQL log, with a
+/// relay crash before its checkpoint and the same event redelivered later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_relay_to_nats_and_consumer_into_postgres_handles_each_event_once() {
+    let Some(producer_db) = patchbay_testkit::TestPostgres::create().await else {
+        return;
+    };
+    let Some(consumer_db) = patchbay_testkit::TestPostgres::create().await else {
+        return;
+    };
+    let Some(bus) = nats_bus().await else { return };
+    let bus = bus.bus.clone();
+    let approvals = EventStore::connect(&producer_db.url).await.unwrap();
+    let installing = EventStore::connect(&consumer_db.url).await.unwrap();
+    for i in 0..50 {
+        let event = NewEvent::new("UpdateApproved", 1, i.to_string().into_bytes());
+        approvals
+            .append(
+                &format!("approval-{i}"),
+                ExpectedVersion::NoStream,
+                &[event],
+            )
+            .await
+            .unwrap();
+    }
+    let relay = Relay::new("approvals", approvals.clone(), bus.clone())
+        .unwrap()
+        .batch_size(20);
+    let mut crashed = relay.subscribe().await.unwrap();
+    let batch = crashed.try_next_batch().await.unwrap().unwrap();
+    relay.publish(&batch).await.unwrap();
+    drop(crashed);
+    assert_eq!(relay.relay_pending().await.unwrap(), 50);
+
+    let handler = QueueJobs::default();
+    let runner = ConsumerRunner::new(
+        ConsumerConfig::new("installing-on-approved", "approvals"),
+        installing.clone(),
+        bus.clone(),
+        handler.clone(),
+    );
+    let mut consumer = runner.bind().await.unwrap();
+    let mut stats = patchbay_bus::RunStats::default();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while stats.handled < 50 && tokio::time::Instant::now() < deadline {
+        stats += runner
+            .run_once(&mut consumer, Duration::from_millis(200))
+            .await
+            .unwrap();
+    }
+    // Event 0 published again under a new message id, as after JetStream's dedupe window.
+    let first = approvals.read_all(LogPosition::START, 1).await.unwrap();
+    bus.publish_batch(&[BusMessage {
+        subject: bus.subjects().event("approvals", "UpdateApproved"),
+        message_id: "after-the-window".into(),
+        headers: vec![],
+        payload: patchbay_bus::encode_envelope("approvals", &first[0]),
+    }])
+    .await
+    .unwrap();
+    while stats.duplicates < 1 && tokio::time::Instant::now() < deadline {
+        stats += runner
+            .run_once(&mut consumer, Duration::from_millis(200))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        (stats.handled, stats.duplicates, stats.dead_lettered),
+        (50, 1, 0),
+        "{stats:?}"
+    );
+    assert_eq!(handler.calls.load(Ordering::SeqCst), 50);
+    assert_eq!(
+        installing.count_after(LogPosition::START).await.unwrap(),
+        50
+    );
+}

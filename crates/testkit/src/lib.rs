@@ -3,10 +3,14 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)] // test support: failing loudly is the point
 
+mod proxy;
+
 use std::str::FromStr;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{AssertSqlSafe, ConnectOptions};
+
+pub use proxy::TcpProxy;
 
 /// Environment variable naming the PostgreSQL server the tests may create databases on.
 pub const DATABASE_URL_VAR: &str = "PATCHBAY_TEST_DATABASE_URL";
@@ -109,6 +113,20 @@ pub fn with_database(url: &str, database: &str) -> String {
     }
 }
 
+/// Replaces `host:port` in a URL (`postgres://user@host:port/db`, `nats://host:port`), keeping the rest.
+pub fn with_address(url: &str, address: std::net::SocketAddr) -> String {
+    let authority_start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[authority_start..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let host_start = rest[..authority_end].rfind('@').map_or(0, |i| i + 1);
+    format!(
+        "{}{}{address}{}",
+        &url[..authority_start],
+        &rest[..host_start],
+        &rest[authority_end..]
+    )
+}
+
 /// A temporary directory holding SQLite files; removed when dropped.
 #[derive(Debug)]
 pub struct TestSqlite {
@@ -137,6 +155,19 @@ impl Default for TestSqlite {
 #[cfg(test)]
 mod tests {
     use super::with_database;
+
+    #[test]
+    fn address_is_replaced_and_the_rest_kept() {
+        let proxy: std::net::SocketAddr = "127.0.0.1:6000".parse().unwrap();
+        assert_eq!(
+            super::with_address("postgres://postgres@127.0.0.1:5432/db?x=1", proxy),
+            "postgres://postgres@127.0.0.1:6000/db?x=1"
+        );
+        assert_eq!(
+            super::with_address("nats://127.0.0.1:4222", proxy),
+            "nats://127.0.0.1:6000"
+        );
+    }
 
     #[test]
     fn database_is_replaced_and_parameters_kept() {
