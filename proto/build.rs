@@ -5,6 +5,8 @@ use std::path::PathBuf;
 const PROTOS: &[&str] = &[
     "patchbay/common/v1/envelope.proto",
     "patchbay/system/v1/system.proto",
+    "patchbay/catalog/v1/events.proto",
+    "patchbay/catalog/v1/catalog.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

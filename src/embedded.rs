@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use patchbay_bus::{Bus, Relay, Subjects};
+use patchbay_catalog::Catalog;
 use patchbay_eventstore::EventStore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +28,7 @@ pub struct EmbeddedServer {
     listener: TcpListener,
     stores: Vec<(&'static str, EventStore)>,
     bus: Bus,
+    catalog: Catalog,
 }
 
 impl EmbeddedServer {
@@ -46,6 +48,10 @@ impl EmbeddedServer {
                 .with_context(|| format!("cannot open the {service} event log at {url}"))?;
             stores.push((service, store));
         }
+        let catalog_store = store_of(&stores, "catalog")?;
+        let catalog = Catalog::open(catalog_store)
+            .await
+            .context("cannot read the catalog log")?;
         let bus_url = sqlite_url(&config.data_dir, "bus");
         let bus = Bus::in_process(&bus_url, Subjects::default())
             .await
@@ -60,6 +66,7 @@ impl EmbeddedServer {
             listener,
             stores,
             bus,
+            catalog,
         })
     }
 
@@ -75,13 +82,28 @@ impl EmbeddedServer {
             let relay = Relay::new(service, store.clone(), self.bus.clone())?;
             relays.push(tokio::spawn(relay.run(shutdown.child_token())));
         }
-        let served = grpc::serve(self.listener, self.stores, "embedded", shutdown.clone()).await;
+        let follower = tokio::spawn(self.catalog.clone().follow(shutdown.child_token()));
+        let hosted = grpc::Hosted {
+            stores: self.stores,
+            catalog: Some(self.catalog),
+            mode: "embedded",
+        };
+        let served = grpc::serve(self.listener, hosted, shutdown.clone()).await;
         shutdown.cancel();
         for relay in relays {
             relay.await??;
         }
+        follower.await??;
         served
     }
+}
+
+fn store_of(stores: &[(&'static str, EventStore)], service: &str) -> anyhow::Result<EventStore> {
+    stores
+        .iter()
+        .find(|(name, _)| *name == service)
+        .map(|(_, store)| store.clone())
+        .ok_or_else(|| anyhow::anyhow!("the {service} service has no event log"))
 }
 
 fn sqlite_url(data_dir: &Path, name: &str) -> String {

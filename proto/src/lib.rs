@@ -12,6 +12,12 @@ pub mod common {
     }
 }
 
+pub mod catalog {
+    pub mod v1 {
+        tonic::include_proto!("patchbay.catalog.v1");
+    }
+}
+
 pub mod system {
     pub mod v1 {
         tonic::include_proto!("patchbay.system.v1");

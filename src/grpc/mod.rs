@@ -3,7 +3,10 @@
 mod system;
 
 use anyhow::Context as _;
+use patchbay_catalog::Catalog;
+use patchbay_catalog::grpc::CatalogApi;
 use patchbay_eventstore::EventStore;
+use patchbay_proto::catalog::v1::catalog_service_server::CatalogServiceServer;
 use patchbay_proto::system::v1::system_service_server::SystemServiceServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -11,13 +14,30 @@ use tokio_util::sync::CancellationToken;
 
 pub use system::SystemApi;
 
-/// Serves every API on `listener` until `shutdown` is cancelled.
+/// The services one server process hosts.
+#[derive(Debug)]
+pub struct Hosted {
+    /// Every hosted service's log, for `SystemService`.
+    pub stores: Vec<(&'static str, EventStore)>,
+    pub catalog: Option<Catalog>,
+    /// "embedded" or "distributed".
+    pub mode: &'static str,
+}
+
+/// Largest request accepted: KEV documents and index chunks fit well inside it.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Serves every hosted API on `listener` until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
-    stores: Vec<(&'static str, EventStore)>,
-    mode: &'static str,
+    hosted: Hosted,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let Hosted {
+        stores,
+        catalog,
+        mode,
+    } = hosted;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<SystemServiceServer<SystemApi>>().await;
     for (service, _) in &stores {
@@ -35,10 +55,15 @@ pub async fn serve(
         .context("building the gRPC reflection service")?;
     let address = listener.local_addr()?;
     tracing::info!(%address, mode, "Patchbay gRPC server listening");
+    let catalog = catalog.map(|catalog| {
+        CatalogServiceServer::new(CatalogApi::new(catalog))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    });
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(SystemServiceServer::new(SystemApi::new(stores, mode)))
+        .add_optional_service(catalog)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await
         .context("the gRPC server failed")

@@ -133,10 +133,10 @@ impl<H: EventHandler> ConsumerRunner<H> {
     }
 
     async fn handle_all(&self, deliveries: Vec<Delivery>) -> Result<RunStats, BusError> {
-        if deliveries.len() > 1 {
-            if let Some(stats) = self.handle_together(&deliveries).await? {
-                return Ok(stats);
-            }
+        if deliveries.len() > 1
+            && let Some(stats) = self.handle_together(&deliveries).await?
+        {
+            return Ok(stats);
         }
         let mut stats = RunStats::default();
         for delivery in deliveries {

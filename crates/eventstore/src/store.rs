@@ -327,6 +327,24 @@ impl EventStore {
         ))
     }
 
+    /// A subscription that starts after `position` instead of a saved checkpoint: for in-memory read
+    /// models that rebuild from the log and never commit. `name` is still used if it commits.
+    pub fn subscribe_at(
+        &self,
+        name: &str,
+        position: LogPosition,
+        batch_size: usize,
+    ) -> Subscription {
+        self.ensure_listener();
+        Subscription::new(
+            self.clone(),
+            name.to_owned(),
+            position,
+            batch_size.max(1),
+            self.inner.appended.subscribe(),
+        )
+    }
+
     /// Closes the pool; later calls fail.
     pub async fn close(&self) {
         match &self.inner.backend {

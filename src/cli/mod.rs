@@ -1,5 +1,10 @@
-//! The command line: `patchbay server` runs the embedded all-in-one mode; client commands talk to a
-//! running server over gRPC.
+//! The command line: `patchbay server` runs the embedded all-in-one mode; the other commands are the
+//! client, talking to a running server over gRPC (one command per file).
+
+mod info;
+mod output;
+mod sources;
+mod updates;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,12 +12,11 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use patchbay_proto::system::v1::GetServerInfoRequest;
-use patchbay_proto::system::v1::system_service_client::SystemServiceClient;
 use patchbay_telemetry::LogFormat;
 use tokio_util::sync::CancellationToken;
 
 use crate::embedded::{EmbeddedConfig, EmbeddedServer};
+use output::OutputFormat;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -49,6 +53,20 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Import update sources into the catalog.
+    Sources {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: sources::SourcesCommand,
+    },
+    /// The catalog's updates.
+    Updates {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: updates::UpdatesCommand,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -56,24 +74,48 @@ struct ClientArgs {
     /// gRPC address of the Patchbay server.
     #[arg(
         long,
+        global = true,
         env = "PATCHBAY_SERVER",
         default_value = "http://127.0.0.1:50051"
     )]
     server: String,
     /// Output format.
-    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    #[arg(
+        short = 'o',
+        long = "output",
+        global = true,
+        value_enum,
+        default_value = "table"
+    )]
     output: OutputFormat,
+}
+
+impl ClientArgs {
+    async fn channel(&self) -> anyhow::Result<tonic::transport::Channel> {
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(self.server.clone()).with_context(|| {
+                format!(
+                    "--server {:?} is not a URL like http://127.0.0.1:50051",
+                    self.server
+                )
+            })?;
+        endpoint.connect().await.with_context(|| {
+            format!(
+                "cannot reach a Patchbay server at {}; start one with `patchbay server` or pass --server",
+                self.server
+            )
+        })
+    }
+}
+
+/// A gRPC error as the server worded it.
+fn status_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{} ({:?})", status.message(), status.code())
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormatArg {
     Pretty,
-    Json,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum OutputFormat {
-    Table,
     Json,
 }
 
@@ -108,56 +150,10 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             tokio::spawn(stop_on_signal(shutdown.clone()));
             server.run_until_stopped(shutdown).await
         }
-        Command::Info { client } => info(&client).await,
+        Command::Info { client } => info::run(&client).await,
+        Command::Sources { client, command } => sources::run(&client, command).await,
+        Command::Updates { client, command } => updates::run(&client, command).await,
     }
-}
-
-async fn info(args: &ClientArgs) -> anyhow::Result<()> {
-    let mut client = SystemServiceClient::connect(args.server.clone())
-        .await
-        .with_context(|| {
-            format!(
-                "cannot reach a Patchbay server at {}; start one with `patchbay server` or pass --server",
-                args.server
-            )
-        })?;
-    let info = client
-        .get_server_info(GetServerInfoRequest {})
-        .await
-        .map_err(|status| anyhow::anyhow!("{}", status.message()))?
-        .into_inner();
-    match args.output {
-        OutputFormat::Json => {
-            let services: Vec<_> = info
-                .services
-                .iter()
-                .map(|s| {
-                    serde_json::json!({
-                        "name": s.name, "event_count": s.event_count, "relay_lag": s.relay_lag,
-                    })
-                })
-                .collect();
-            let document = serde_json::json!({
-                "version": info.version, "mode": info.mode, "services": services,
-            });
-            println!("{}", serde_json::to_string_pretty(&document)?);
-        }
-        OutputFormat::Table => {
-            println!("Patchbay {} ({} mode)", info.version, info.mode);
-            let mut table = comfy_table::Table::new();
-            table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
-            table.set_header(["service", "events", "not yet relayed"]);
-            for service in &info.services {
-                table.add_row([
-                    service.name.clone(),
-                    service.event_count.to_string(),
-                    service.relay_lag.to_string(),
-                ]);
-            }
-            println!("{table}");
-        }
-    }
-    Ok(())
 }
 
 /// Cancels `shutdown` on Ctrl-C or SIGTERM.

@@ -1,0 +1,4 @@
+//! Importers that turn a source's data (CISA KEV JSON, apt indexes) into catalog commands.
+
+pub mod apt;
+pub mod kev;

@@ -1,0 +1,11 @@
+//! The catalog service: every revision of every update Patchbay knows (Debian packages, CISA KEV
+//! vulnerabilities, Microsoft updates from WSUS), as an event-sourced log with pure domain logic.
+
+pub mod domain;
+pub mod events;
+pub mod grpc;
+pub mod import;
+pub mod service;
+pub mod view;
+
+pub use service::{Catalog, CatalogServiceError, ImportOutcome};
