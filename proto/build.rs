@@ -7,6 +7,8 @@ const PROTOS: &[&str] = &[
     "patchbay/system/v1/system.proto",
     "patchbay/catalog/v1/events.proto",
     "patchbay/catalog/v1/catalog.proto",
+    "patchbay/scanning/v1/events.proto",
+    "patchbay/scanning/v1/scanning.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -18,8 +18,54 @@ pub mod catalog {
     }
 }
 
+pub mod scanning {
+    pub mod v1 {
+        tonic::include_proto!("patchbay.scanning.v1");
+    }
+}
+
 pub mod system {
     pub mod v1 {
         tonic::include_proto!("patchbay.system.v1");
     }
+}
+
+/// Declares a service's event enum over its protobuf messages, with the event type name (the variant
+/// name, which is also the last token of the bus subject) and payload encoding in both directions.
+#[macro_export]
+macro_rules! event_enum {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($variant:ident($message:ty)),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq)]
+        $vis enum $name {
+            $($variant($message)),*
+        }
+
+        impl $name {
+            /// The stored event type: the variant's name.
+            pub fn event_type(&self) -> &'static str {
+                match self {
+                    $(Self::$variant(_) => stringify!($variant)),*
+                }
+            }
+
+            /// The protobuf payload.
+            pub fn encode_payload(&self) -> Vec<u8> {
+                match self {
+                    $(Self::$variant(message) => ::prost::Message::encode_to_vec(message)),*
+                }
+            }
+
+            /// Decodes a payload of `event_type`; `None` if the type is not one of this enum's.
+            pub fn decode_payload(
+                event_type: &str,
+                payload: &[u8],
+            ) -> Option<Result<Self, ::prost::DecodeError>> {
+                match event_type {
+                    $(stringify!($variant) => Some(<$message as ::prost::Message>::decode(payload).map(Self::$variant)),)*
+                    _ => None,
+                }
+            }
+        }
+    };
 }

@@ -20,6 +20,7 @@ mod sqlite;
 mod store;
 mod subscription;
 mod upcast;
+mod view;
 
 pub use error::EventStoreError;
 pub use event::{
@@ -30,3 +31,4 @@ pub use postgres::raw_insert as postgres_raw_insert;
 pub use store::{EventStore, SqliteDurability, StoreOptions, Transaction};
 pub use subscription::Subscription;
 pub use upcast::Upcasters;
+pub use view::{LiveView, Positioned, Projection, ViewError};

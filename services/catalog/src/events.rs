@@ -2,16 +2,16 @@
 
 use patchbay_eventstore::NewEvent;
 use patchbay_proto::catalog::v1 as pb;
-use prost::Message as _;
 
-/// Every event the catalog writes to its log.
-#[derive(Debug, Clone, PartialEq)]
-pub enum CatalogEvent {
-    UpdatePublished(pb::UpdatePublished),
-    UpdateRevised(pb::UpdateRevised),
-    UpdateSuperseded(pb::UpdateSuperseded),
-    UpdateExpired(pb::UpdateExpired),
-    VulnerabilityPublished(pb::VulnerabilityPublished),
+patchbay_proto::event_enum! {
+    /// Every event the catalog writes to its log.
+    pub enum CatalogEvent {
+        UpdatePublished(pb::UpdatePublished),
+        UpdateRevised(pb::UpdateRevised),
+        UpdateSuperseded(pb::UpdateSuperseded),
+        UpdateExpired(pb::UpdateExpired),
+        VulnerabilityPublished(pb::VulnerabilityPublished),
+    }
 }
 
 /// The schema version the catalog writes today; older ones are upcast on read.
@@ -37,26 +37,9 @@ pub enum DecodeError {
 }
 
 impl CatalogEvent {
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            CatalogEvent::UpdatePublished(_) => "UpdatePublished",
-            CatalogEvent::UpdateRevised(_) => "UpdateRevised",
-            CatalogEvent::UpdateSuperseded(_) => "UpdateSuperseded",
-            CatalogEvent::UpdateExpired(_) => "UpdateExpired",
-            CatalogEvent::VulnerabilityPublished(_) => "VulnerabilityPublished",
-        }
-    }
-
     /// The event ready to append (fresh event id; the caller adds actor, causation, trace context).
     pub fn to_new_event(&self) -> NewEvent {
-        let payload = match self {
-            CatalogEvent::UpdatePublished(e) => e.encode_to_vec(),
-            CatalogEvent::UpdateRevised(e) => e.encode_to_vec(),
-            CatalogEvent::UpdateSuperseded(e) => e.encode_to_vec(),
-            CatalogEvent::UpdateExpired(e) => e.encode_to_vec(),
-            CatalogEvent::VulnerabilityPublished(e) => e.encode_to_vec(),
-        };
-        NewEvent::new(self.event_type(), SCHEMA_VERSION, payload)
+        NewEvent::new(self.event_type(), SCHEMA_VERSION, self.encode_payload())
     }
 
     pub fn decode(
@@ -70,28 +53,12 @@ impl CatalogEvent {
                 schema_version,
             });
         }
-        let wrap = |source| DecodeError::Payload {
-            event_type: event_type.to_owned(),
-            source,
-        };
-        Ok(match event_type {
-            "UpdatePublished" => {
-                CatalogEvent::UpdatePublished(pb::UpdatePublished::decode(payload).map_err(wrap)?)
-            }
-            "UpdateRevised" => {
-                CatalogEvent::UpdateRevised(pb::UpdateRevised::decode(payload).map_err(wrap)?)
-            }
-            "UpdateSuperseded" => {
-                CatalogEvent::UpdateSuperseded(pb::UpdateSuperseded::decode(payload).map_err(wrap)?)
-            }
-            "UpdateExpired" => {
-                CatalogEvent::UpdateExpired(pb::UpdateExpired::decode(payload).map_err(wrap)?)
-            }
-            "VulnerabilityPublished" => CatalogEvent::VulnerabilityPublished(
-                pb::VulnerabilityPublished::decode(payload).map_err(wrap)?,
-            ),
-            other => return Err(DecodeError::UnknownType(other.to_owned())),
-        })
+        Self::decode_payload(event_type, payload)
+            .ok_or_else(|| DecodeError::UnknownType(event_type.to_owned()))?
+            .map_err(|source| DecodeError::Payload {
+                event_type: event_type.to_owned(),
+                source,
+            })
     }
 }
 

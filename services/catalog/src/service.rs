@@ -1,8 +1,10 @@
 //! The catalog service shell: commands in, events appended, the in-memory view kept current.
 
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::RwLockReadGuard;
 
-use patchbay_eventstore::{EventStore, EventStoreError, ExpectedVersion, NewEvent};
+use patchbay_eventstore::{
+    EventStore, EventStoreError, ExpectedVersion, LiveView, NewEvent, Positioned, ViewError,
+};
 use patchbay_proto::catalog::v1 as pb;
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +27,15 @@ pub enum CatalogServiceError {
     Decode(#[from] DecodeError),
 }
 
+impl From<ViewError<DecodeError>> for CatalogServiceError {
+    fn from(error: ViewError<DecodeError>) -> Self {
+        match error {
+            ViewError::Store(error) => CatalogServiceError::Store(error),
+            ViewError::Apply(error) => CatalogServiceError::Decode(error),
+        }
+    }
+}
+
 /// What an import did, per item.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ImportOutcome {
@@ -38,61 +49,33 @@ pub struct ImportOutcome {
 /// The catalog service. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Catalog {
-    store: EventStore,
-    view: Arc<RwLock<CatalogView>>,
+    view: LiveView<CatalogView>,
 }
 
 impl Catalog {
     /// Opens the catalog on its store and rebuilds the view from the log.
     pub async fn open(store: EventStore) -> Result<Self, CatalogServiceError> {
-        let catalog = Self {
-            store,
-            view: Arc::default(),
-        };
-        catalog.catch_up().await?;
-        Ok(catalog)
+        Ok(Self {
+            view: LiveView::open(store).await?,
+        })
     }
 
     pub fn store(&self) -> &EventStore {
-        &self.store
+        self.view.store()
     }
 
-    pub fn view(&self) -> RwLockReadGuard<'_, CatalogView> {
-        self.view
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn view_mut(&self) -> RwLockWriteGuard<'_, CatalogView> {
-        self.view
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    pub fn view(&self) -> RwLockReadGuard<'_, Positioned<CatalogView>> {
+        self.view.read()
     }
 
     /// Applies every event the view has not seen yet.
     pub async fn catch_up(&self) -> Result<(), CatalogServiceError> {
-        loop {
-            let position = self.view().position;
-            let events = self.store.read_all(position, 10_000).await?;
-            if events.is_empty() {
-                return Ok(());
-            }
-            self.view_mut().apply_new(&events)?;
-        }
+        Ok(self.view.catch_up().await?)
     }
 
     /// Keeps the view following the log (other replicas' writes) until `shutdown`.
     pub async fn follow(self, shutdown: CancellationToken) -> Result<(), CatalogServiceError> {
-        let mut subscription =
-            self.store
-                .subscribe_at("catalog-view", self.view().position, 10_000);
-        loop {
-            let events = tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
-                events = subscription.next_batch() => events?,
-            };
-            self.view_mut().apply_new(&events)?;
-        }
+        Ok(self.view.follow(shutdown).await?)
     }
 
     /// Publishes (or revises) each update; identical re-imports append nothing. Items the domain
@@ -224,7 +207,7 @@ impl Catalog {
         if appends.is_empty() {
             return Ok(());
         }
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.store().begin().await?;
         for (stream, version, events) in &appends {
             let expected = if *version == 0 {
                 ExpectedVersion::NoStream

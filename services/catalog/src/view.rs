@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use patchbay_eventstore::{LogPosition, RecordedEvent};
+use patchbay_eventstore::{Projection, RecordedEvent};
 use patchbay_proto::catalog::v1 as pb;
 
 use crate::domain::{UpdateState, VulnerabilityState, evolve, evolve_vulnerability};
@@ -23,7 +23,6 @@ pub struct CatalogView {
     pub updates: BTreeMap<String, UpdateEntry>,
     pub vulnerabilities: HashMap<String, (VulnerabilityState, u64)>,
     known_exploited: HashSet<String>,
-    pub position: LogPosition,
 }
 
 /// Which updates a list shows.
@@ -39,8 +38,10 @@ pub struct UpdateFilter {
     pub include_expired: bool,
 }
 
-impl CatalogView {
-    pub fn apply(&mut self, event: &RecordedEvent) -> Result<(), DecodeError> {
+impl Projection for CatalogView {
+    type Error = DecodeError;
+
+    fn apply(&mut self, event: &RecordedEvent) -> Result<(), DecodeError> {
         let decoded =
             CatalogEvent::decode(&event.event_type, event.schema_version, &event.payload)?;
         match &decoded {
@@ -71,20 +72,11 @@ impl CatalogView {
                 entry.stream_version = event.stream_version;
             }
         }
-        self.position = event.position;
         Ok(())
     }
+}
 
-    /// Applies the events after the view's position (another reader may have applied some already).
-    pub fn apply_new(&mut self, events: &[RecordedEvent]) -> Result<(), DecodeError> {
-        for event in events {
-            if event.position > self.position {
-                self.apply(event)?;
-            }
-        }
-        Ok(())
-    }
-
+impl CatalogView {
     pub fn is_known_exploited(&self, details: &pb::UpdateDetails) -> bool {
         details
             .cve_ids

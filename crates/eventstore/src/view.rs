@@ -1,0 +1,133 @@
+//! In-memory read models rebuilt from a service's own log and kept current by following it.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::error::EventStoreError;
+use crate::event::{LogPosition, RecordedEvent};
+use crate::store::EventStore;
+
+/// A read model: folds the log's events, in global order, into state.
+pub trait Projection: Default + Send + Sync + 'static {
+    type Error: std::error::Error + Send + Sync + 'static;
+    fn apply(&mut self, event: &RecordedEvent) -> Result<(), Self::Error>;
+}
+
+/// Why a view could not be brought up to date.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError<E: std::error::Error + 'static> {
+    #[error(transparent)]
+    Store(#[from] EventStoreError),
+    #[error("the log holds an event this read model cannot apply: {0}")]
+    Apply(#[source] E),
+}
+
+/// A projection together with the log position it has applied up to.
+#[derive(Debug, Default)]
+pub struct Positioned<P> {
+    projection: P,
+    position: LogPosition,
+}
+
+impl<P> Positioned<P> {
+    pub fn position(&self) -> LogPosition {
+        self.position
+    }
+}
+
+impl<P> Deref for Positioned<P> {
+    type Target = P;
+    fn deref(&self) -> &P {
+        &self.projection
+    }
+}
+
+impl<P> DerefMut for Positioned<P> {
+    fn deref_mut(&mut self) -> &mut P {
+        &mut self.projection
+    }
+}
+
+/// A projection shared by a service's tasks: rebuilt from the log on open, then caught up before
+/// commands decide against it and followed in the background. Cheap to clone.
+#[derive(Debug)]
+pub struct LiveView<P> {
+    store: EventStore,
+    state: Arc<RwLock<Positioned<P>>>,
+}
+
+impl<P> Clone for LiveView<P> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            state: Arc::clone(&self.state),
+        }
+    }
+}
+
+/// Events read per catch-up step.
+const PAGE: usize = 10_000;
+
+impl<P: Projection> LiveView<P> {
+    /// Replays the whole log into a fresh projection.
+    pub async fn open(store: EventStore) -> Result<Self, ViewError<P::Error>> {
+        let view = Self {
+            store,
+            state: Arc::default(),
+        };
+        view.catch_up().await?;
+        Ok(view)
+    }
+
+    pub fn store(&self) -> &EventStore {
+        &self.store
+    }
+
+    pub fn read(&self) -> RwLockReadGuard<'_, Positioned<P>> {
+        self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Positioned<P>> {
+        self.state.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies every event the view has not seen yet.
+    pub async fn catch_up(&self) -> Result<(), ViewError<P::Error>> {
+        loop {
+            let position = self.read().position;
+            let events = self.store.read_all(position, PAGE).await?;
+            if events.is_empty() {
+                return Ok(());
+            }
+            self.apply_new(&events)?;
+        }
+    }
+
+    /// Follows the log (writes by other replicas, consumers) until `shutdown`.
+    pub async fn follow(self, shutdown: CancellationToken) -> Result<(), ViewError<P::Error>> {
+        let mut subscription = self
+            .store
+            .subscribe_at("live-view", self.read().position, PAGE);
+        loop {
+            let events = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                events = subscription.next_batch() => events?,
+            };
+            self.apply_new(&events)?;
+        }
+    }
+
+    /// Applies the events after the view's position; another task may have applied some already.
+    fn apply_new(&self, events: &[RecordedEvent]) -> Result<(), ViewError<P::Error>> {
+        let mut state = self.write();
+        for event in events {
+            if event.position > state.position {
+                state.projection.apply(event).map_err(ViewError::Apply)?;
+                state.position = event.position;
+            }
+        }
+        Ok(())
+    }
+}
