@@ -1,17 +1,15 @@
 //! The embedded all-in-one mode: every service's SQLite log under one data directory, the in-process
-//! bus, a relay per service and one gRPC port.
+//! bus, and one gRPC port.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use patchbay_bus::{Bus, Relay, Subjects};
-use patchbay_catalog::Catalog;
+use patchbay_bus::{Bus, Subjects};
 use patchbay_eventstore::EventStore;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::grpc;
+use crate::host::Host;
 use crate::services::SERVICES;
 
 /// Where the embedded server keeps its files and listens.
@@ -25,10 +23,7 @@ pub struct EmbeddedConfig {
 /// A built, not yet running, embedded server.
 #[derive(Debug)]
 pub struct EmbeddedServer {
-    listener: TcpListener,
-    stores: Vec<(&'static str, EventStore)>,
-    bus: Bus,
-    catalog: Catalog,
+    host: Host,
 }
 
 impl EmbeddedServer {
@@ -48,62 +43,23 @@ impl EmbeddedServer {
                 .with_context(|| format!("cannot open the {service} event log at {url}"))?;
             stores.push((service, store));
         }
-        let catalog_store = store_of(&stores, "catalog")?;
-        let catalog = Catalog::open(catalog_store)
-            .await
-            .context("cannot read the catalog log")?;
         let bus_url = sqlite_url(&config.data_dir, "bus");
         let bus = Bus::in_process(&bus_url, Subjects::default())
             .await
             .with_context(|| format!("cannot open the in-process bus at {bus_url}"))?;
-        let listener = TcpListener::bind(config.listen).await.with_context(|| {
-            format!(
-                "cannot listen on {}; is another Patchbay running? choose another with --listen",
-                config.listen
-            )
-        })?;
-        Ok(Self {
-            listener,
-            stores,
-            bus,
-            catalog,
-        })
+        let host = Host::open(config.listen, stores, bus, "embedded").await?;
+        Ok(Self { host })
     }
 
     /// The address the gRPC server listens on.
     pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
-        Ok(self.listener.local_addr()?)
+        self.host.local_addr()
     }
 
-    /// Serves until `shutdown` is cancelled, then stops the relays and drains requests.
+    /// Serves until `shutdown` is cancelled.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let mut relays = Vec::new();
-        for (service, store) in &self.stores {
-            let relay = Relay::new(service, store.clone(), self.bus.clone())?;
-            relays.push(tokio::spawn(relay.run(shutdown.child_token())));
-        }
-        let follower = tokio::spawn(self.catalog.clone().follow(shutdown.child_token()));
-        let hosted = grpc::Hosted {
-            stores: self.stores,
-            catalog: Some(self.catalog),
-            mode: "embedded",
-        };
-        let served = grpc::serve(self.listener, hosted, shutdown.clone()).await;
-        shutdown.cancel();
-        for relay in relays {
-            relay.await??;
-        }
-        follower.await??;
-        served
+        self.host.run_until_stopped(shutdown).await
     }
-}
-
-fn store_of(stores: &[(&'static str, EventStore)], service: &str) -> anyhow::Result<EventStore> {
-    stores
-        .iter()
-        .find(|(name, _)| *name == service)
-        .map(|(_, store)| store.clone())
-        .ok_or_else(|| anyhow::anyhow!("the {service} service has no event log"))
 }
 
 fn sqlite_url(data_dir: &Path, name: &str) -> String {

@@ -1,6 +1,8 @@
 //! The command line: `patchbay server` runs the embedded all-in-one mode; the other commands are the
 //! client, talking to a running server over gRPC (one command per file).
 
+mod agent;
+mod devices;
 mod info;
 mod output;
 mod sources;
@@ -48,6 +50,33 @@ enum Command {
         )]
         log_format: LogFormatArg,
     },
+    /// Run one service on its own (distributed mode): its log in PostgreSQL, events over NATS JetStream.
+    Serve {
+        service: crate::distributed::ServiceName,
+        /// PostgreSQL URL of the service's own database.
+        #[arg(long, env = "PATCHBAY_DATABASE_URL")]
+        database_url: String,
+        /// NATS server with JetStream.
+        #[arg(
+            long,
+            env = "PATCHBAY_NATS_URL",
+            default_value = "nats://127.0.0.1:4222"
+        )]
+        nats_url: String,
+        /// Subject prefix on NATS (every service of one Patchbay must use the same).
+        #[arg(long, env = "PATCHBAY_SUBJECT_PREFIX", default_value = "patchbay")]
+        subject_prefix: String,
+        /// Address of the service's gRPC server.
+        #[arg(long, env = "PATCHBAY_LISTEN", default_value = "127.0.0.1:50051")]
+        listen: SocketAddr,
+        #[arg(
+            long,
+            env = "PATCHBAY_LOG_FORMAT",
+            value_enum,
+            default_value = "pretty"
+        )]
+        log_format: LogFormatArg,
+    },
     /// Show a running server's version, mode and services.
     Info {
         #[command(flatten)]
@@ -59,6 +88,22 @@ enum Command {
         client: ClientArgs,
         #[command(subcommand)]
         command: sources::SourcesCommand,
+    },
+    /// Run the device agent: register, report the inventory (and later run install jobs).
+    Agent(agent::AgentArgs),
+    /// Devices, their inventories and required updates.
+    Devices {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: devices::DevicesCommand,
+    },
+    /// Scans for required updates and vulnerabilities.
+    Scan {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: devices::ScanCommand,
     },
     /// The catalog's updates.
     Updates {
@@ -119,6 +164,15 @@ enum LogFormatArg {
     Json,
 }
 
+impl From<LogFormatArg> for LogFormat {
+    fn from(format: LogFormatArg) -> Self {
+        match format {
+            LogFormatArg::Pretty => LogFormat::Pretty,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
+}
+
 /// Parses the command line, runs the command and turns an error into a message and exit code 1.
 pub async fn run() -> ExitCode {
     let cli = Cli::parse();
@@ -138,14 +192,29 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             listen,
             log_format,
         } => {
-            let _telemetry = patchbay_telemetry::init(
-                "patchbay",
-                match log_format {
-                    LogFormatArg::Pretty => LogFormat::Pretty,
-                    LogFormatArg::Json => LogFormat::Json,
-                },
-            )?;
+            let _telemetry = patchbay_telemetry::init("patchbay", log_format.into())?;
             let server = EmbeddedServer::build(&EmbeddedConfig { data_dir, listen }).await?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(stop_on_signal(shutdown.clone()));
+            server.run_until_stopped(shutdown).await
+        }
+        Command::Serve {
+            service,
+            database_url,
+            nats_url,
+            subject_prefix,
+            listen,
+            log_format,
+        } => {
+            let _telemetry = patchbay_telemetry::init(service.as_str(), log_format.into())?;
+            let config = crate::distributed::DistributedConfig {
+                service,
+                database_url,
+                nats_url,
+                subject_prefix,
+                listen,
+            };
+            let server = crate::distributed::DistributedServer::build(&config).await?;
             let shutdown = CancellationToken::new();
             tokio::spawn(stop_on_signal(shutdown.clone()));
             server.run_until_stopped(shutdown).await
@@ -153,11 +222,14 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Info { client } => info::run(&client).await,
         Command::Sources { client, command } => sources::run(&client, command).await,
         Command::Updates { client, command } => updates::run(&client, command).await,
+        Command::Agent(args) => agent::run(args).await,
+        Command::Devices { client, command } => devices::devices(&client, command).await,
+        Command::Scan { client, command } => devices::scan(&client, command).await,
     }
 }
 
 /// Cancels `shutdown` on Ctrl-C or SIGTERM.
-async fn stop_on_signal(shutdown: CancellationToken) {
+pub(crate) async fn stop_on_signal(shutdown: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     let terminate = async {

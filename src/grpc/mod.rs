@@ -7,7 +7,11 @@ use patchbay_catalog::Catalog;
 use patchbay_catalog::grpc::CatalogApi;
 use patchbay_eventstore::EventStore;
 use patchbay_proto::catalog::v1::catalog_service_server::CatalogServiceServer;
+use patchbay_proto::scanning::v1::agent_service_server::AgentServiceServer;
+use patchbay_proto::scanning::v1::scanning_service_server::ScanningServiceServer;
 use patchbay_proto::system::v1::system_service_server::SystemServiceServer;
+use patchbay_scanning::Scanning;
+use patchbay_scanning::grpc::{AgentApi, ScanningApi};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +24,7 @@ pub struct Hosted {
     /// Every hosted service's log, for `SystemService`.
     pub stores: Vec<(&'static str, EventStore)>,
     pub catalog: Option<Catalog>,
+    pub scanning: Option<Scanning>,
     /// "embedded" or "distributed".
     pub mode: &'static str,
 }
@@ -36,6 +41,7 @@ pub async fn serve(
     let Hosted {
         stores,
         catalog,
+        scanning,
         mode,
     } = hosted;
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -59,11 +65,18 @@ pub async fn serve(
         CatalogServiceServer::new(CatalogApi::new(catalog))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
     });
+    let agents = scanning.clone().map(|scanning| {
+        AgentServiceServer::new(AgentApi::new(scanning))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    });
+    let scanning = scanning.map(|scanning| ScanningServiceServer::new(ScanningApi::new(scanning)));
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(SystemServiceServer::new(SystemApi::new(stores, mode)))
         .add_optional_service(catalog)
+        .add_optional_service(agents)
+        .add_optional_service(scanning)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await
         .context("the gRPC server failed")

@@ -3,5 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod catalog;
+mod distributed;
 mod helpers;
+mod scanning;
 mod server;

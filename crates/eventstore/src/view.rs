@@ -105,6 +105,29 @@ impl<P: Projection> LiveView<P> {
         }
     }
 
+    /// Catches up until `reached` holds or `timeout` passes; returns whether it held. On PostgreSQL a
+    /// transaction left open elsewhere on the server holds the global order back for a while, so a
+    /// command that must see a write it knows is committed waits here rather than decide on old state.
+    pub async fn catch_up_until(
+        &self,
+        reached: impl Fn(&P) -> bool,
+        timeout: std::time::Duration,
+    ) -> Result<bool, ViewError<P::Error>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pause = std::time::Duration::from_millis(2);
+        loop {
+            self.catch_up().await?;
+            if reached(&self.read()) {
+                return Ok(true);
+            }
+            if tokio::time::Instant::now() + pause > deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_millis(100));
+        }
+    }
+
     /// Follows the log (writes by other replicas, consumers) until `shutdown`.
     pub async fn follow(self, shutdown: CancellationToken) -> Result<(), ViewError<P::Error>> {
         let mut subscription = self

@@ -104,7 +104,10 @@ impl Catalog {
                     Err(CatalogServiceError::Store(EventStoreError::Conflict { .. }))
                         if attempt < CONFLICT_RETRIES =>
                     {
+                        // Another writer got there first, or the view is held back by a transaction
+                        // elsewhere on the database server: give it a moment, catch up, decide again.
                         attempt += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
                         self.catch_up().await?;
                     }
                     Err(error) => return Err(error),

@@ -1,0 +1,12 @@
+//! The scanning service: devices and their inventories, scan tasks, and the applicability engine
+//! that computes each device's required updates and vulnerabilities from the catalog's events.
+
+pub mod domain;
+pub mod engine;
+pub mod events;
+pub mod grpc;
+pub mod indexer;
+pub mod service;
+pub mod view;
+
+pub use service::{Scanning, ScanningServiceError};

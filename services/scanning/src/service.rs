@@ -1,0 +1,359 @@
+//! The scanning service shell: registration, inventories, and scans that record what each device needs.
+
+use std::sync::RwLockReadGuard;
+
+use patchbay_eventstore::{
+    EventStore, EventStoreError, ExpectedVersion, LiveView, NewEvent, Positioned, ViewError,
+};
+use patchbay_proto::scanning::v1 as pb;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::domain::{
+    DeviceCommand, DeviceState, ScanTaskCommand, ScanTaskState, ScanningError, credential_digest,
+    decide_device, decide_task, evolve_device, evolve_task,
+};
+use crate::engine::{self, DeviceInventory};
+use crate::events::{DecodeError, ScanningEvent};
+use crate::view::ScanningView;
+
+/// Device scans appended per transaction.
+const SCAN_CHUNK: usize = 1_000;
+const CONFLICT_RETRIES: usize = 5;
+/// How long a command waits for the view to show a write it knows is committed.
+const VIEW_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScanningServiceError {
+    #[error(transparent)]
+    Domain(#[from] ScanningError),
+    #[error(transparent)]
+    Store(#[from] EventStoreError),
+    #[error("the scanning log holds an event this Patchbay cannot read: {0}")]
+    Decode(#[from] DecodeError),
+}
+
+impl From<ViewError<DecodeError>> for ScanningServiceError {
+    fn from(error: ViewError<DecodeError>) -> Self {
+        match error {
+            ViewError::Store(error) => ScanningServiceError::Store(error),
+            ViewError::Apply(error) => ScanningServiceError::Decode(error),
+        }
+    }
+}
+
+/// The scanning service. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Scanning {
+    view: LiveView<ScanningView>,
+}
+
+impl Scanning {
+    pub async fn open(store: EventStore) -> Result<Self, ScanningServiceError> {
+        Ok(Self {
+            view: LiveView::open(store).await?,
+        })
+    }
+
+    pub fn store(&self) -> &EventStore {
+        self.view.store()
+    }
+
+    pub fn view(&self) -> RwLockReadGuard<'_, Positioned<ScanningView>> {
+        self.view.read()
+    }
+
+    pub async fn catch_up(&self) -> Result<(), ScanningServiceError> {
+        Ok(self.view.catch_up().await?)
+    }
+
+    pub async fn follow(self, shutdown: CancellationToken) -> Result<(), ScanningServiceError> {
+        Ok(self.view.follow(shutdown).await?)
+    }
+
+    /// Registers a device; returns its id and the credential its agent must present from now on.
+    pub async fn register(
+        &self,
+        hostname: &str,
+        groups: Vec<String>,
+        actor: &str,
+    ) -> Result<(String, String), ScanningServiceError> {
+        let device_id = Uuid::now_v7().to_string();
+        let credential = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+        let events = decide_device(
+            &Default::default(),
+            DeviceCommand::Register {
+                device_id: device_id.clone(),
+                hostname: hostname.to_owned(),
+                credential_sha256: credential_digest(&credential),
+                groups,
+            },
+        )?;
+        self.store()
+            .append(
+                &device_stream(&device_id),
+                ExpectedVersion::NoStream,
+                &to_new_events(&events, actor),
+            )
+            .await?;
+        self.catch_up().await?;
+        Ok((device_id, credential))
+    }
+
+    /// Stores a device's inventory if it changed; returns whether it did.
+    pub async fn report_inventory(
+        &self,
+        device_id: &str,
+        credential: &str,
+        inventory: pb::Inventory,
+    ) -> Result<bool, ScanningServiceError> {
+        for attempt in 0.. {
+            let (state, version) = self.device_state(device_id).await?;
+            let command = DeviceCommand::ReportInventory {
+                device_id: device_id.to_owned(),
+                credential: credential.to_owned(),
+                inventory: inventory.clone(),
+            };
+            let events = decide_device(&state, command)?;
+            if events.is_empty() {
+                return Ok(false);
+            }
+            let actor = format!("device:{device_id}");
+            match self
+                .store()
+                .append(
+                    &device_stream(device_id),
+                    ExpectedVersion::Exact(version),
+                    &to_new_events(&events, &actor),
+                )
+                .await
+            {
+                Ok(_) => return Ok(true),
+                // Another report for the device landed meanwhile: decide again.
+                Err(EventStoreError::Conflict { .. }) if attempt < CONFLICT_RETRIES => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(false)
+    }
+
+    /// The device aggregate at its latest committed version: from the view once it has caught up with
+    /// the stream, else (the view held back by a transaction elsewhere) folded from the stream itself.
+    async fn device_state(
+        &self,
+        device_id: &str,
+    ) -> Result<(DeviceState, u64), ScanningServiceError> {
+        let stream = device_stream(device_id);
+        let version = self.store().stream_version(&stream).await?.unwrap_or(0);
+        let caught_up = |view: &ScanningView| {
+            view.devices.get(device_id).map_or(0, |d| d.stream_version) >= version
+        };
+        if self.view.catch_up_until(caught_up, VIEW_WAIT).await? {
+            let view = self.view();
+            let entry = view.devices.get(device_id).cloned().unwrap_or_default();
+            return Ok((entry.state, entry.stream_version));
+        }
+        let mut state = DeviceState::default();
+        let mut last = 0;
+        for event in self.store().read_stream(&stream, 1, usize::MAX).await? {
+            let decoded =
+                ScanningEvent::decode(&event.event_type, event.schema_version, &event.payload)?;
+            state = evolve_device(state, &decoded);
+            last = event.stream_version;
+        }
+        Ok((state, last))
+    }
+
+    /// Runs "Find vulnerabilities and required updates" now: one `ScanCompleted` per targeted device
+    /// with an inventory, then `ScanTaskCompleted`.
+    pub async fn run_scan(
+        &self,
+        targets: pb::ScanTargets,
+        actor: &str,
+    ) -> Result<pb::RunScanResponse, ScanningServiceError> {
+        self.catch_up().await?;
+        let task_id = Uuid::now_v7().to_string();
+        let devices = self.view().targeted(&targets);
+        let mut task = ScanTaskState::default();
+        let mut started = Vec::new();
+        for command in [
+            ScanTaskCommand::Create {
+                task_id: task_id.clone(),
+                name: "Find vulnerabilities and required updates".to_owned(),
+                targets,
+                schedule: "manual".to_owned(),
+            },
+            ScanTaskCommand::Start {
+                task_id: task_id.clone(),
+                device_ids: devices.clone(),
+            },
+        ] {
+            let events = decide_task(&task, command)?;
+            task = events.iter().fold(task, evolve_task);
+            started.extend(events);
+        }
+        let task_stream = format!("scantask-{task_id}");
+        self.store()
+            .append(
+                &task_stream,
+                ExpectedVersion::NoStream,
+                &to_new_events(&started, actor),
+            )
+            .await?;
+
+        let scans = self.evaluate(&devices, &task_id, task.runs);
+        let scanned = scans.len() as u64;
+        let without_inventory = devices.len() as u64 - scanned;
+        for chunk in scans.chunks(SCAN_CHUNK) {
+            let mut tx = self.store().begin().await?;
+            for scan in chunk {
+                let stream = format!("devicescan-{}", scan.device_id);
+                let event = ScanningEvent::ScanCompleted(scan.clone());
+                tx.append(
+                    &stream,
+                    ExpectedVersion::Any,
+                    &to_new_events(&[event], actor),
+                )
+                .await?;
+            }
+            tx.commit().await?;
+        }
+        let completed = decide_task(
+            &task,
+            ScanTaskCommand::Complete {
+                task_id: task_id.clone(),
+                devices_scanned: scanned,
+                devices_without_inventory: without_inventory,
+            },
+        )?;
+        self.store()
+            .append(
+                &task_stream,
+                ExpectedVersion::Exact(started.len() as u64),
+                &to_new_events(&completed, actor),
+            )
+            .await?;
+        self.catch_up().await?;
+        Ok(pb::RunScanResponse {
+            task_id,
+            run: task.runs,
+            devices_scanned: scanned,
+            devices_without_inventory: without_inventory,
+        })
+    }
+
+    /// Each device's findings against the current matching index (devices with no inventory skipped).
+    fn evaluate(&self, devices: &[String], task_id: &str, run: u64) -> Vec<pb::ScanCompleted> {
+        let view = self.view();
+        let mut ids = Vec::new();
+        let mut inventories = Vec::new();
+        for id in devices {
+            if let Some(inventory) = view
+                .devices
+                .get(id)
+                .and_then(|d| d.state.inventory.as_ref())
+            {
+                ids.push(id.clone());
+                inventories.push(device_inventory(inventory));
+            }
+        }
+        let findings = engine::evaluate_fleet(&view.index, &inventories);
+        ids.into_iter()
+            .zip(findings)
+            .map(|(device_id, findings)| pb::ScanCompleted {
+                device_id,
+                task_id: task_id.to_owned(),
+                run,
+                required: findings
+                    .required
+                    .into_iter()
+                    .map(|r| pb::RequiredUpdate {
+                        update_id: r.update_id,
+                        package_or_product: r.package_or_product,
+                        installed_version: r.installed_version,
+                        required_version: r.required_version,
+                        architecture: r.architecture,
+                        cve_ids: r.cve_ids,
+                        known_exploited: r.known_exploited,
+                    })
+                    .collect(),
+                vulnerabilities: findings
+                    .vulnerabilities
+                    .into_iter()
+                    .map(|v| pb::FoundVulnerability {
+                        cve_id: v.cve_id,
+                        known_exploited: v.known_exploited,
+                        fixed_by: v.fixed_by,
+                    })
+                    .collect(),
+                catalog_position: view.catalog_position,
+                problems: findings.problems,
+            })
+            .collect()
+    }
+
+    /// The last scan of each device (every device when `device_ids` is empty).
+    pub async fn required(
+        &self,
+        device_ids: &[String],
+    ) -> Result<Vec<pb::DeviceRequired>, ScanningServiceError> {
+        self.catch_up().await?;
+        let view = self.view();
+        let mut out = Vec::new();
+        let wanted: Vec<&String> = if device_ids.is_empty() {
+            view.devices.keys().collect()
+        } else {
+            device_ids.iter().collect()
+        };
+        for id in wanted {
+            let entry = view
+                .devices
+                .get(id.as_str())
+                .filter(|e| e.state.device_id.is_some())
+                .ok_or_else(|| ScanningError::UnknownDevice(id.clone()))?;
+            let scan = entry.last_scan.clone().unwrap_or_default();
+            out.push(pb::DeviceRequired {
+                device: Some(view.device_summary(id, entry)),
+                required: scan.required,
+                vulnerabilities: scan.vulnerabilities,
+                catalog_position: scan.catalog_position,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn device_stream(device_id: &str) -> String {
+    format!("device-{device_id}")
+}
+
+fn device_inventory(inventory: &pb::Inventory) -> DeviceInventory {
+    DeviceInventory {
+        native_architecture: inventory.native_architecture.clone(),
+        packages: inventory
+            .packages
+            .iter()
+            .map(|p| engine::InstalledPackage {
+                name: p.name.clone(),
+                version: p.version.clone(),
+                architecture: p.architecture.clone(),
+            })
+            .collect(),
+        apt_suites: inventory.apt_suites.clone(),
+        installed_kbs: inventory.installed_kbs.clone(),
+        windows_products: inventory.windows_products.clone(),
+    }
+}
+
+fn to_new_events(events: &[ScanningEvent], actor: &str) -> Vec<NewEvent> {
+    let context = patchbay_telemetry::TraceContext::current();
+    events
+        .iter()
+        .map(|event| {
+            event
+                .to_new_event()
+                .actor(actor)
+                .trace_context(context.traceparent.clone(), context.tracestate.clone())
+        })
+        .collect()
+}

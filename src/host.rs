@@ -1,0 +1,116 @@
+//! Hosting services in one process, whatever the mode: open each hosted service on its store, run
+//! its relay, read-model followers and consumers, and serve its gRPC APIs until shutdown.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use patchbay_bus::{Bus, ConsumerConfig, ConsumerRunner, Relay};
+use patchbay_catalog::Catalog;
+use patchbay_eventstore::EventStore;
+use patchbay_scanning::Scanning;
+use patchbay_scanning::indexer::{self, CatalogIndexer};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::grpc;
+
+/// Services ready to run in this process.
+#[derive(Debug)]
+pub struct Host {
+    listener: TcpListener,
+    stores: Vec<(&'static str, EventStore)>,
+    bus: Bus,
+    catalog: Option<Catalog>,
+    scanning: Option<Scanning>,
+    mode: &'static str,
+}
+
+impl Host {
+    /// Opens the domain service of every store given (rebuilding its read models from its log).
+    pub async fn open(
+        listen: SocketAddr,
+        stores: Vec<(&'static str, EventStore)>,
+        bus: Bus,
+        mode: &'static str,
+    ) -> anyhow::Result<Self> {
+        let store = |name: &str| {
+            stores
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, s)| s.clone())
+        };
+        let catalog = match store("catalog") {
+            Some(store) => Some(
+                Catalog::open(store)
+                    .await
+                    .context("cannot read the catalog log")?,
+            ),
+            None => None,
+        };
+        let scanning = match store("scanning") {
+            Some(store) => Some(
+                Scanning::open(store)
+                    .await
+                    .context("cannot read the scanning log")?,
+            ),
+            None => None,
+        };
+        let listener = TcpListener::bind(listen).await.with_context(|| {
+            format!("cannot listen on {listen}; is another Patchbay running? choose another with --listen")
+        })?;
+        Ok(Self {
+            listener,
+            stores,
+            bus,
+            catalog,
+            scanning,
+            mode,
+        })
+    }
+
+    /// The address the gRPC server listens on.
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Serves until `shutdown` is cancelled, then stops every background task and drains requests.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut tasks: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
+        for (service, store) in &self.stores {
+            let relay = Relay::new(service, store.clone(), self.bus.clone())?;
+            let token = shutdown.child_token();
+            tasks.push(tokio::spawn(async move { Ok(relay.run(token).await?) }));
+        }
+        if let Some(catalog) = &self.catalog {
+            let (catalog, token) = (catalog.clone(), shutdown.child_token());
+            tasks.push(tokio::spawn(
+                async move { Ok(catalog.follow(token).await?) },
+            ));
+        }
+        if let Some(scanning) = &self.scanning {
+            let (view, token) = (scanning.clone(), shutdown.child_token());
+            tasks.push(tokio::spawn(async move { Ok(view.follow(token).await?) }));
+            let runner = ConsumerRunner::new(
+                ConsumerConfig::new(indexer::CONSUMER, "catalog"),
+                scanning.store().clone(),
+                self.bus.clone(),
+                CatalogIndexer,
+            );
+            let token = shutdown.child_token();
+            tasks.push(tokio::spawn(async move { Ok(runner.run(token).await?) }));
+        }
+        let hosted = grpc::Hosted {
+            stores: self.stores,
+            catalog: self.catalog,
+            scanning: self.scanning,
+            mode: self.mode,
+        };
+        let served = grpc::serve(self.listener, hosted, shutdown.clone()).await;
+        shutdown.cancel();
+        for task in tasks {
+            task.await??;
+        }
+        served
+    }
+}

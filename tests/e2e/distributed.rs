@@ -1,0 +1,171 @@
+//! The same flow as `scanning.rs` across separate processes: `patchbay serve catalog` and
+//! `patchbay serve scanning`, each with its own PostgreSQL database, talking over NATS JetStream.
+
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use patchbay::agent::{AgentConfig, DebianPaths, Executor, report_once};
+use patchbay_proto::catalog::v1 as catalog;
+use patchbay_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
+use patchbay_proto::scanning::v1 as pb;
+use patchbay_proto::scanning::v1::scanning_service_client::ScanningServiceClient;
+use patchbay_testkit::{TestPostgres, TestSqlite, nats_url};
+
+/// A `patchbay serve` process, killed when dropped.
+struct Service {
+    child: Child,
+    address: SocketAddr,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_address() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+async fn serve(service: &str, database_url: &str, nats: &str, prefix: &str) -> Service {
+    let address = free_address();
+    let child = Command::new(env!("CARGO_BIN_EXE_patchbay"))
+        .args([
+            "serve",
+            service,
+            "--database-url",
+            database_url,
+            "--nats-url",
+            nats,
+            "--subject-prefix",
+            prefix,
+        ])
+        .args(["--listen", &address.to_string()])
+        .env("PATCHBAY_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let service = Service { child, address };
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(address).await.is_ok() {
+            return service;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "patchbay serve {service:?} did not start listening on {address}",
+        service = service.address
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_and_scanning_as_separate_processes_over_nats_and_postgres() {
+    let Some(nats) = nats_url() else { return };
+    let Some(catalog_db) = TestPostgres::create().await else {
+        return;
+    };
+    let Some(scanning_db) = TestPostgres::create().await else {
+        return;
+    };
+    let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let catalog_service = serve("catalog", &catalog_db.url, &nats, &prefix).await;
+    let scanning_service = serve("scanning", &scanning_db.url, &nats, &prefix).await;
+
+    let mut catalog = CatalogServiceClient::connect(format!("http://{}", catalog_service.address))
+        .await
+        .unwrap();
+    for (file, suite) in [
+        ("bookworm-security_Packages", "bookworm-security"),
+        ("bookworm_Packages", "bookworm"),
+    ] {
+        use catalog::import_apt_index_request::Part;
+        let data = std::fs::read(format!(
+            "{}/tests/fixtures/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let header = catalog::AptIndexHeader {
+            file_name: file.into(),
+            suite: suite.into(),
+            ..Default::default()
+        };
+        let messages = vec![
+            catalog::ImportAptIndexRequest {
+                part: Some(Part::Header(header)),
+            },
+            catalog::ImportAptIndexRequest {
+                part: Some(Part::Chunk(data)),
+            },
+        ];
+        catalog
+            .import_apt_index(tokio_stream::iter(messages))
+            .await
+            .unwrap();
+    }
+
+    let scanning_url = format!("http://{}", scanning_service.address);
+    let device =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/debian-device");
+    let state = TestSqlite::new();
+    let config = AgentConfig {
+        server: scanning_url.clone(),
+        executor: Executor::Debian(DebianPaths {
+            dpkg_status: device.join("status"),
+            apt_sources: device.join("apt"),
+            os_release: device.join("os-release"),
+        }),
+        state_dir: state.dir.path().to_path_buf(),
+        hostname: "web-1".into(),
+        groups: vec![],
+        interval: Duration::from_secs(3600),
+    };
+    let (identity, _) = report_once(&config).await.unwrap();
+
+    let mut scanning = ScanningServiceClient::connect(scanning_url).await.unwrap();
+    let mut required = Vec::new();
+    for _ in 0..200 {
+        scanning
+            .run_scan(pb::RunScanRequest { targets: None })
+            .await
+            .unwrap();
+        let found = scanning
+            .get_required(pb::GetRequiredRequest {
+                device_ids: vec![identity.device_id.clone()],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        required = found.devices[0].required.clone();
+        // Six updates imported: the index has them all once it reaches the sixth catalog event.
+        if found.devices[0].catalog_position >= 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut seen: Vec<_> = required
+        .iter()
+        .map(|r| (r.package_or_product.as_str(), r.required_version.as_str()))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("git", "1:2.39.5-0+deb12u2"),
+            ("openssl", "3.0.17-1~deb12u2")
+        ]
+    );
+
+    drop(catalog_service);
+    drop(scanning_service);
+    let bus = patchbay_bus::Bus::nats(&nats, patchbay_bus::Subjects::new(&prefix).unwrap())
+        .await
+        .unwrap();
+    for service in ["catalog", "scanning", "dlq"] {
+        bus.delete_stream(service).await.unwrap();
+    }
+}
