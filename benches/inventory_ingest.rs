@@ -14,7 +14,10 @@ use patchbay_proto::scanning::v1::agent_service_client::AgentServiceClient;
 use tokio_util::sync::CancellationToken;
 
 fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// A Debian-like inventory: 300 packages, versions varying by device so reports are not identical.
@@ -22,7 +25,13 @@ fn inventory(device: usize) -> pb::Inventory {
     let packages = (0..300)
         .map(|i| pb::InstalledPackage {
             name: format!("package-{i:04}"),
-            version: format!("1:{}.{}.{}-1+deb12u{}", i % 7, i % 13, (i + device) % 5, device % 3),
+            version: format!(
+                "1:{}.{}.{}-1+deb12u{}",
+                i % 7,
+                i % 13,
+                (i + device) % 5,
+                device % 3
+            ),
             architecture: if i % 10 == 0 { "all" } else { "amd64" }.to_owned(),
         })
         .collect();
@@ -36,7 +45,10 @@ fn inventory(device: usize) -> pb::Inventory {
 }
 
 fn main() {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(run());
 }
 
@@ -53,14 +65,21 @@ async fn run() {
     let url = format!("http://{}", server.local_addr().unwrap());
     let shutdown = CancellationToken::new();
     let running = tokio::spawn(server.run_until_stopped(shutdown.clone()));
-    let channel = tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
 
     let mut identities = Vec::with_capacity(devices);
     let started = Instant::now();
     for device in 0..devices {
         let mut client = AgentServiceClient::new(channel.clone());
         let registered = client
-            .register(pb::RegisterRequest { hostname: format!("device-{device}"), groups: vec![] })
+            .register(pb::RegisterRequest {
+                hostname: format!("device-{device}"),
+                groups: vec![],
+            })
             .await
             .unwrap()
             .into_inner();
@@ -76,11 +95,23 @@ async fn run() {
     let tasks: Vec<_> = chunks
         .into_iter()
         .map(|chunk| {
-            let mut client = AgentServiceClient::new(channel.clone()).max_encoding_message_size(64 << 20);
+            let mut client =
+                AgentServiceClient::new(channel.clone()).max_encoding_message_size(64 << 20);
             tokio::spawn(async move {
                 for (device, device_id, credential) in chunk {
-                    let report = pb::ReportInventoryRequest { device_id, credential, inventory: Some(inventory(device)) };
-                    assert!(client.report_inventory(report).await.unwrap().into_inner().changed);
+                    let report = pb::ReportInventoryRequest {
+                        device_id,
+                        credential,
+                        inventory: Some(inventory(device)),
+                    };
+                    assert!(
+                        client
+                            .report_inventory(report)
+                            .await
+                            .unwrap()
+                            .into_inner()
+                            .changed
+                    );
                 }
             })
         })
@@ -89,9 +120,17 @@ async fn run() {
         task.await.unwrap();
     }
     let reporting = started.elapsed();
-    println!("inventory ingestion, embedded (SQLite, synchronous=FULL), {devices} devices, {concurrency} concurrent agents");
-    println!("  registrations        {:>10.0} devices/s", devices as f64 / registration.as_secs_f64());
-    println!("  inventory reports    {:>10.0} reports/s  (300 packages each; target >= 2,000)", devices as f64 / reporting.as_secs_f64());
+    println!(
+        "inventory ingestion, embedded (SQLite, synchronous=FULL), {devices} devices, {concurrency} concurrent agents"
+    );
+    println!(
+        "  registrations        {:>10.0} devices/s",
+        devices as f64 / registration.as_secs_f64()
+    );
+    println!(
+        "  inventory reports    {:>10.0} reports/s  (300 packages each; target >= 2,000)",
+        devices as f64 / reporting.as_secs_f64()
+    );
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), running).await;
 }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 use patchbay_bus::{Bus, ConsumerConfig, ConsumerRunner, Relay};
 use patchbay_catalog::Catalog;
+use patchbay_catalog::stats::{self, DeviceRequirementsRecorder};
 use patchbay_eventstore::EventStore;
 use patchbay_scanning::Scanning;
 use patchbay_scanning::indexer::{self, CatalogIndexer};
@@ -83,10 +84,19 @@ impl Host {
             tasks.push(tokio::spawn(async move { Ok(relay.run(token).await?) }));
         }
         if let Some(catalog) = &self.catalog {
-            let (catalog, token) = (catalog.clone(), shutdown.child_token());
-            tasks.push(tokio::spawn(
-                async move { Ok(catalog.follow(token).await?) },
-            ));
+            let (view, token) = (catalog.clone(), shutdown.child_token());
+            tasks.push(tokio::spawn(async move { Ok(view.follow(token).await?) }));
+            let runner = ConsumerRunner::new(
+                ConsumerConfig {
+                    filter_subject: Some(self.bus.subjects().event("scanning", stats::EVENT_TYPE)),
+                    ..ConsumerConfig::new(stats::CONSUMER, "scanning")
+                },
+                catalog.store().clone(),
+                self.bus.clone(),
+                DeviceRequirementsRecorder,
+            );
+            let token = shutdown.child_token();
+            tasks.push(tokio::spawn(async move { Ok(runner.run(token).await?) }));
         }
         if let Some(scanning) = &self.scanning {
             let (view, token) = (scanning.clone(), shutdown.child_token());

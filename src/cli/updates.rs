@@ -36,6 +36,9 @@ pub struct ListArgs {
     known_exploited: bool,
     #[arg(long)]
     include_expired: bool,
+    /// Only updates that at least this many devices require.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    required_by: u32,
     /// At most this many updates (one page); see --all.
     #[arg(long, default_value_t = 100)]
     limit: u32,
@@ -125,6 +128,7 @@ pub async fn run(args: &ClientArgs, command: UpdatesCommand) -> anyhow::Result<(
                 kind: list.kind.map_or(0, |k| k.proto() as i32),
                 known_exploited_only: list.known_exploited,
                 include_expired: list.include_expired,
+                min_required_devices: list.required_by,
                 page_size: if list.all { 1000 } else { list.limit.max(1) },
                 page_token: String::new(),
             };
@@ -231,6 +235,7 @@ fn summary_json(update: &pb::UpdateSummary) -> serde_json::Value {
         "severity": severity(details.severity), "cve_ids": details.cve_ids,
         "known_exploited": update.known_exploited, "superseded_by": update.superseded_by,
         "expired": update.expired, "source": details.source, "debian": debian,
+        "required_by_devices": update.required_by_devices,
     })
 }
 

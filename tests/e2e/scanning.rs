@@ -155,6 +155,46 @@ async fn a_debian_agent_scan_finds_exactly_the_upgradable_packages() {
     );
     assert_eq!(devices[0].required_count, 2);
 
+    // The catalog learns what the scan found: both updates are required by one device.
+    let mut required_by_one = Vec::new();
+    for _ in 0..100 {
+        let list = catalog
+            .list_updates(catalog::ListUpdatesRequest {
+                min_required_devices: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        required_by_one = list
+            .updates
+            .iter()
+            .map(|u| (u.update_id.clone(), u.required_by_devices))
+            .collect();
+        if required_by_one.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        required_by_one,
+        vec![
+            ("deb:git:1:2.39.5-0+deb12u2:amd64".to_owned(), 1),
+            ("deb:openssl:3.0.17-1~deb12u2:amd64".to_owned(), 1)
+        ]
+    );
+    let shown = catalog
+        .get_update(catalog::GetUpdateRequest {
+            update_id: "deb:git:1:2.39.5-0+deb12u1:amd64".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        shown.statistics.map(|s| (s.required, s.not_required)),
+        Some((0, 1))
+    );
+
     // A wrong credential and an unknown device are refused.
     let mut agents =
         patchbay_proto::scanning::v1::agent_service_client::AgentServiceClient::connect(app.url())

@@ -11,6 +11,7 @@ patchbay_proto::event_enum! {
         UpdateSuperseded(pb::UpdateSuperseded),
         UpdateExpired(pb::UpdateExpired),
         VulnerabilityPublished(pb::VulnerabilityPublished),
+        DeviceRequirementsObserved(pb::DeviceRequirementsObserved),
     }
 }
 

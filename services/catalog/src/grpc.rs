@@ -164,6 +164,7 @@ impl CatalogService for CatalogApi {
             kind: enum_filter(request.kind),
             known_exploited_only: request.known_exploited_only,
             include_expired: request.include_expired,
+            min_required_devices: request.min_required_devices,
         };
         let page_size = match request.page_size as usize {
             0 => DEFAULT_PAGE,
@@ -196,7 +197,7 @@ impl CatalogService for CatalogApi {
         let id = crate::domain::UpdateId::parse(&update_id)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.catalog.catch_up().await.map_err(to_status)?;
-        let (update, vulnerabilities) = {
+        let (update, vulnerabilities, statistics) = {
             let view = self.catalog.view();
             let entry = view.updates.get(id.as_str()).ok_or_else(|| {
                 Status::not_found(format!(
@@ -214,7 +215,13 @@ impl CatalogService for CatalogApi {
                         .and_then(|(state, _)| state.current.clone())
                 })
                 .collect();
-            (update, vulnerabilities)
+            let statistics = pb::UpdateStatistics {
+                required: view.required_by(id.as_str()),
+                not_required: view
+                    .devices_scanned()
+                    .saturating_sub(view.required_by(id.as_str())),
+            };
+            (update, vulnerabilities, statistics)
         };
         let stored = self
             .catalog
@@ -245,6 +252,7 @@ impl CatalogService for CatalogApi {
             update: Some(update),
             revisions,
             vulnerabilities,
+            statistics: Some(statistics),
         }))
     }
 }

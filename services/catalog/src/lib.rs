@@ -6,6 +6,7 @@ pub mod events;
 pub mod grpc;
 pub mod import;
 pub mod service;
+pub mod stats;
 pub mod view;
 
 pub use service::{Catalog, CatalogServiceError, ImportOutcome};

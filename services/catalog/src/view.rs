@@ -23,6 +23,9 @@ pub struct CatalogView {
     pub updates: BTreeMap<String, UpdateEntry>,
     pub vulnerabilities: HashMap<String, (VulnerabilityState, u64)>,
     known_exploited: HashSet<String>,
+    /// Each device's latest required update ids, and how many devices require each update.
+    device_requirements: HashMap<String, Vec<String>>,
+    required_by: HashMap<String, u32>,
 }
 
 /// Which updates a list shows.
@@ -36,6 +39,7 @@ pub struct UpdateFilter {
     pub kind: Option<i32>,
     pub known_exploited_only: bool,
     pub include_expired: bool,
+    pub min_required_devices: u32,
 }
 
 impl Projection for CatalogView {
@@ -59,13 +63,15 @@ impl Projection for CatalogView {
                 self.vulnerabilities
                     .insert(record.cve_id.clone(), (state, event.stream_version));
             }
+            CatalogEvent::DeviceRequirementsObserved(observed) => self.observe_device(observed),
             other => {
                 let id = match other {
                     CatalogEvent::UpdatePublished(e) => &e.update_id,
                     CatalogEvent::UpdateRevised(e) => &e.update_id,
                     CatalogEvent::UpdateSuperseded(e) => &e.update_id,
                     CatalogEvent::UpdateExpired(e) => &e.update_id,
-                    CatalogEvent::VulnerabilityPublished(_) => return Ok(()),
+                    CatalogEvent::VulnerabilityPublished(_)
+                    | CatalogEvent::DeviceRequirementsObserved(_) => return Ok(()),
                 };
                 let entry = self.updates.entry(id.clone()).or_default();
                 entry.state = evolve(std::mem::take(&mut entry.state), other);
@@ -77,6 +83,35 @@ impl Projection for CatalogView {
 }
 
 impl CatalogView {
+    /// Replaces a device's required set in the per-update counts.
+    fn observe_device(&mut self, observed: &pb::DeviceRequirementsObserved) {
+        let previous = self
+            .device_requirements
+            .insert(
+                observed.device_id.clone(),
+                observed.required_update_ids.clone(),
+            )
+            .unwrap_or_default();
+        for update in previous {
+            if let Some(count) = self.required_by.get_mut(&update) {
+                *count = count.saturating_sub(1);
+            }
+        }
+        for update in &observed.required_update_ids {
+            *self.required_by.entry(update.clone()).or_default() += 1;
+        }
+    }
+
+    /// Devices whose latest scan requires `update_id`.
+    pub fn required_by(&self, update_id: &str) -> u32 {
+        self.required_by.get(update_id).copied().unwrap_or(0)
+    }
+
+    /// Devices the catalog has seen a scan of.
+    pub fn devices_scanned(&self) -> u32 {
+        self.device_requirements.len() as u32
+    }
+
     pub fn is_known_exploited(&self, details: &pb::UpdateDetails) -> bool {
         details
             .cve_ids
@@ -93,6 +128,7 @@ impl CatalogView {
             details,
             superseded_by: entry.state.superseded_by.clone().unwrap_or_default(),
             expired: entry.state.expired,
+            required_by_devices: self.required_by(update_id),
         }
     }
 
@@ -110,7 +146,7 @@ impl CatalogView {
             let Some(details) = &entry.state.details else {
                 continue;
             };
-            if !self.matches(filter, entry, details) {
+            if !self.matches(filter, id, entry, details) {
                 continue;
             }
             total += 1;
@@ -125,6 +161,7 @@ impl CatalogView {
     fn matches(
         &self,
         filter: &UpdateFilter,
+        update_id: &str,
         entry: &UpdateEntry,
         details: &pb::UpdateDetails,
     ) -> bool {
@@ -146,5 +183,6 @@ impl CatalogView {
                 .as_deref()
                 .is_none_or(|cve| details.cve_ids.iter().any(|c| c.eq_ignore_ascii_case(cve)))
             && (!filter.known_exploited_only || self.is_known_exploited(details))
+            && self.required_by(update_id) >= filter.min_required_devices
     }
 }

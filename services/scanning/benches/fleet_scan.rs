@@ -341,7 +341,8 @@ fn main() {
         memory_mib("VmRSS:"),
     );
 
-    let (mut generating, mut scanning, mut scanning_cpu) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut generating, mut scanning, mut scanning_cpu) =
+        (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let (
         mut packages,
         mut required,
@@ -382,7 +383,9 @@ fn main() {
         "scan CPU time: {:.3} s over {threads} threads ({:.1} us per device); load average at the end: {}",
         scanning_cpu.as_secs_f64(),
         scanning_cpu.as_secs_f64() * 1e6 / devices.max(1) as f64,
-        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim(),
     );
     println!(
         "found: {required} required updates ({:.1} per device, {known_exploited_required} known exploited), {vulnerabilities} device vulnerabilities, {problems} problems",

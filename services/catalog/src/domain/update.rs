@@ -105,7 +105,7 @@ pub fn evolve(mut state: UpdateState, event: &CatalogEvent) -> UpdateState {
         }
         CatalogEvent::UpdateSuperseded(e) => state.superseded_by = Some(e.superseded_by.clone()),
         CatalogEvent::UpdateExpired(_) => state.expired = true,
-        CatalogEvent::VulnerabilityPublished(_) => {}
+        CatalogEvent::VulnerabilityPublished(_) | CatalogEvent::DeviceRequirementsObserved(_) => {}
     }
     state
 }

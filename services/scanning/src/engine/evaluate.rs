@@ -19,8 +19,8 @@ pub(crate) struct Scratch {
     hits: Vec<Hit>,
     /// The CVE ids of the hits; each hit owns a range.
     cves: Vec<u32>,
-    /// (CVE id, position of a required update in the output).
-    exposures: Vec<(u32, u32)>,
+    /// (sort key, CVE id, position of a required update in the output).
+    exposures: Vec<(u64, u32, u32)>,
     /// Suite ids the device uses.
     suite_used: Vec<bool>,
     windows: WindowsScratch,
@@ -384,7 +384,11 @@ impl MatchingIndex {
             };
             let hit_cves = &mut cves[hit.cves.clone()];
             hit_cves.sort_unstable_by(|&a, &b| self.cve_order(a, b));
-            exposures.extend(hit_cves.iter().map(|&cve| (cve, position as u32)));
+            exposures.extend(
+                hit_cves
+                    .iter()
+                    .map(|&cve| (self.cve_sort_key(cve), cve, position as u32)),
+            );
             required.push(RequiredUpdate {
                 update_id: self.slots[hit.update as usize].id.to_string(),
                 package_or_product: package_or_product.to_owned(),
@@ -399,33 +403,36 @@ impl MatchingIndex {
             });
         }
 
-        exposures.sort_unstable_by(|&(a, x), &(b, y)| {
-            Reverse(self.known_exploited[a as usize])
-                .cmp(&Reverse(self.known_exploited[b as usize]))
-                .then_with(|| self.cve_order(a, b))
-                .then_with(|| {
-                    required[x as usize]
-                        .update_id
-                        .cmp(&required[y as usize].update_id)
-                })
+        // Known-exploited first, then CVE order; entries of one CVE end up next to each other.
+        exposures.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0).then_with(|| {
+                if a.1 == b.1 {
+                    Ordering::Equal
+                } else {
+                    self.cves.name(a.1).cmp(self.cves.name(b.1))
+                }
+            })
         });
-        let mut vulnerabilities: Vec<Vulnerability> = Vec::new();
-        let mut last = None;
-        for &(cve, position) in exposures.iter() {
-            let update_id = &required[position as usize].update_id;
-            if last != Some(cve) {
-                last = Some(cve);
+        let distinct = exposures.windows(2).filter(|w| w[0].1 != w[1].1).count() + 1;
+        let mut vulnerabilities: Vec<Vulnerability> =
+            Vec::with_capacity(distinct.min(exposures.len()));
+        for (position, &(_, cve, hit)) in exposures.iter().enumerate() {
+            let update_id = &required[hit as usize].update_id;
+            let first_of_cve = position == 0 || exposures[position - 1].1 != cve;
+            if first_of_cve {
                 vulnerabilities.push(Vulnerability {
                     cve_id: self.cves.name(cve).to_owned(),
                     known_exploited: self.known_exploited[cve as usize],
                     fixed_by: Vec::with_capacity(1),
                 });
             }
-            if let Some(vulnerability) = vulnerabilities.last_mut()
-                && vulnerability.fixed_by.last() != Some(update_id)
-            {
+            if let Some(vulnerability) = vulnerabilities.last_mut() {
                 vulnerability.fixed_by.push(update_id.clone());
             }
+        }
+        for vulnerability in vulnerabilities.iter_mut().filter(|v| v.fixed_by.len() > 1) {
+            vulnerability.fixed_by.sort_unstable();
+            vulnerability.fixed_by.dedup();
         }
         DeviceFindings {
             required,
@@ -449,7 +456,13 @@ fn sort_dedup(items: &mut [u32]) -> usize {
 }
 
 impl MatchingIndex {
-    /// Orders interned CVE ids as [`cve_order`] orders their text.
+    /// Known-exploited CVEs first, then by `cve_key`; ties are broken by the CVE's text.
+    fn cve_sort_key(&self, cve: u32) -> u64 {
+        let exploited = self.known_exploited[cve as usize];
+        (u64::from(!exploited) << 63) | self.cve_keys[cve as usize].min(u64::MAX >> 1)
+    }
+
+    /// Orders interned CVE ids as `cve_order` orders their text.
     fn cve_order(&self, a: u32, b: u32) -> Ordering {
         self.cve_keys[a as usize]
             .cmp(&self.cve_keys[b as usize])

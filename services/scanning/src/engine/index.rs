@@ -398,11 +398,12 @@ impl MatchingIndex {
         if debian.package.is_empty() {
             return Err(Unmatchable::EmptyPackage);
         }
-        let version = Version::parse(&debian.version).map_err(|reason| Unmatchable::InvalidVersion {
-            package: debian.package.clone(),
-            version: debian.version.clone(),
-            reason,
-        })?;
+        let version =
+            Version::parse(&debian.version).map_err(|reason| Unmatchable::InvalidVersion {
+                package: debian.package.clone(),
+                version: debian.version.clone(),
+                reason,
+            })?;
         let architecture = match self.architecture(&debian.architecture) {
             Some(id) => id,
             None => {
@@ -509,9 +510,11 @@ impl MatchingIndex {
 /// `CVE-2024-10000`), anything else `u64::MAX`; equal keys are ordered by their text.
 pub(crate) fn cve_key(id: &str) -> u64 {
     let number = |digits: &str, max_len: usize| {
-        (!digits.is_empty() && digits.len() <= max_len && digits.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| digits.parse::<u64>().ok())
-            .flatten()
+        (!digits.is_empty()
+            && digits.len() <= max_len
+            && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse::<u64>().ok())
+        .flatten()
     };
     id.strip_prefix("CVE-")
         .and_then(|rest| rest.split_once('-'))
@@ -620,9 +623,26 @@ mod tests {
 
     #[test]
     fn cve_keys_order_by_year_then_number() {
-        let mut ids = ["GHSA-xxxx", "CVE-2024-10000", "CVE-2023-99999", "CVE-2024-9999", "CVE-x-1", "CVE-2024-09999"];
+        let mut ids = [
+            "GHSA-xxxx",
+            "CVE-2024-10000",
+            "CVE-2023-99999",
+            "CVE-2024-9999",
+            "CVE-x-1",
+            "CVE-2024-09999",
+        ];
         ids.sort_by_key(|id| (cve_key(id), *id));
-        assert_eq!(ids, ["CVE-2023-99999", "CVE-2024-09999", "CVE-2024-9999", "CVE-2024-10000", "CVE-x-1", "GHSA-xxxx"]);
+        assert_eq!(
+            ids,
+            [
+                "CVE-2023-99999",
+                "CVE-2024-09999",
+                "CVE-2024-9999",
+                "CVE-2024-10000",
+                "CVE-x-1",
+                "GHSA-xxxx"
+            ]
+        );
     }
 
     #[test]

@@ -99,10 +99,15 @@ impl Version {
     /// Parses `text` (see [`VersionView::parse`]); the error says why it is not a version.
     pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let view = VersionView::parse(text).ok_or_else(|| version_error(text))?;
-        let len = u32::try_from(view.text.len()).map_err(|_| "the version is too long".to_owned())?;
+        let len =
+            u32::try_from(view.text.len()).map_err(|_| "the version is too long".to_owned())?;
         // Offsets fit in u32 because the whole text does.
         let revision = len - view.revision.len() as u32;
-        let upstream_end = if view.revision.is_empty() { len } else { revision - 1 };
+        let upstream_end = if view.revision.is_empty() {
+            len
+        } else {
+            revision - 1
+        };
         Ok(Self {
             text: view.text.into(),
             epoch: view.epoch,
@@ -140,6 +145,18 @@ fn order(c: u8) -> i32 {
 /// (compared by [`order`], the end of a string weighing 0) and digit runs (compared as numbers).
 fn verrevcmp(a: &str, b: &str) -> Ordering {
     let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a == b {
+        return Ordering::Equal;
+    }
+    // Versions of one package mostly share a long prefix (`9+deb12u7` vs `9+deb12u10`). The
+    // comparison walks both strings in lockstep and identical characters compare equal, so it can
+    // start after the common prefix, provided it starts outside a digit run (digit runs are
+    // compared as whole numbers): back off over any digits the prefix ends with.
+    let mut common = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    while common > 0 && a[common - 1].is_ascii_digit() {
+        common -= 1;
+    }
+    let (a, b) = (&a[common..], &b[common..]);
     let at = |s: &[u8], i: usize| s.get(i).copied();
     let (mut i, mut j) = (0, 0);
     while i < a.len() || j < b.len() {
@@ -246,7 +263,11 @@ mod tests {
         ];
         for (a, b, expected) in cases {
             let view = VersionView::parse(a).unwrap();
-            assert_eq!(view.cmp(&Version::parse(b).unwrap().view()), expected, "{a} vs {b}");
+            assert_eq!(
+                view.cmp(&Version::parse(b).unwrap().view()),
+                expected,
+                "{a} vs {b}"
+            );
             assert_eq!(v(a).cmp(&v(b)), expected, "{a} vs {b} by DebianVersion");
         }
     }
@@ -274,6 +295,30 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Versions sharing a prefix (digits included), to exercise the skipped common prefix.
+        #[test]
+        fn agrees_with_debian_version_on_shared_prefixes(
+            prefix in "[0-9][0-9a~.+]{0,6}",
+            x in "[0-9a~.+]{0,4}",
+            y in "[0-9a~.+]{0,4}",
+            revision in prop::option::of("[0-9a~.+]{1,4}"),
+        ) {
+            let revision = revision.map(|r| format!("-{r}")).unwrap_or_default();
+            for (a, b) in [
+                (format!("{prefix}{x}"), format!("{prefix}{y}")),
+                (format!("1{revision}{prefix}{x}"), format!("1{revision}{prefix}{y}")),
+                (format!("{prefix}{x}{revision}"), format!("{prefix}{y}")),
+            ] {
+                let (Ok(left), Ok(right)) = (a.parse::<DebianVersion>(), b.parse::<DebianVersion>()) else {
+                    continue;
+                };
+                let (view, stored) = (VersionView::parse(&a).unwrap(), Version::parse(&b).unwrap());
+                prop_assert_eq!(view.cmp(&stored.view()), left.cmp(&right), "{} vs {}", a, b);
+            }
+        }
+
         #[test]
         fn agrees_with_debian_version(a in version_text(), b in version_text()) {
             let view = VersionView::parse(&a);
