@@ -109,6 +109,11 @@ impl Host {
             );
             let token = shutdown.child_token();
             tasks.push(tokio::spawn(async move { Ok(runner.run(token).await?) }));
+            scanning.ensure_default_task().await?;
+            tasks.push(tokio::spawn(run_schedule(
+                scanning.clone(),
+                shutdown.child_token(),
+            )));
         }
         let hosted = grpc::Hosted {
             stores: self.stores,
@@ -122,5 +127,28 @@ impl Host {
             task.await??;
         }
         served
+    }
+}
+
+/// How often the scheduler looks for scan tasks that are due.
+const SCHEDULE_TICK: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs scheduled scan tasks when they are due (the default task: weekly, first at start).
+async fn run_schedule(scanning: Scanning, shutdown: CancellationToken) -> anyhow::Result<()> {
+    loop {
+        match scanning.run_due_tasks(chrono::Utc::now()).await {
+            Ok(runs) => {
+                for run in runs {
+                    tracing::info!(task = %run.task_id, run = run.run, devices = run.devices_scanned, "scheduled scan completed");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "scheduled scans failed; retrying at the next tick")
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(SCHEDULE_TICK) => {}
+        }
     }
 }

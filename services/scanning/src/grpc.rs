@@ -152,7 +152,8 @@ impl ScanningService for ScanningApi {
         let tasks = view
             .tasks
             .iter()
-            .map(|(id, (state, _))| pb::ScanTask {
+            .map(|(id, task)| (id, &task.state))
+            .map(|(id, state)| pb::ScanTask {
                 task_id: id.clone(),
                 name: state.name.clone(),
                 targets: Some(state.targets.clone()),

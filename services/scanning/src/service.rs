@@ -2,6 +2,8 @@
 
 use std::sync::RwLockReadGuard;
 
+use chrono::{DateTime, Utc};
+
 use patchbay_eventstore::{
     EventStore, EventStoreError, ExpectedVersion, LiveView, NewEvent, Positioned, ViewError,
 };
@@ -10,12 +12,15 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::domain::{
-    DeviceCommand, DeviceState, ScanTaskCommand, ScanTaskState, ScanningError, credential_digest,
-    decide_device, decide_task, evolve_device, evolve_task,
+    DeviceCommand, DeviceState, ScanTaskCommand, ScanTaskState, ScanningError, TaskStatus,
+    credential_digest, decide_device, decide_task, evolve_device, evolve_task,
 };
 use crate::engine::{self, DeviceInventory};
 use crate::events::{DecodeError, ScanningEvent};
 use crate::view::ScanningView;
+
+/// The task every installation gets: all devices, weekly.
+pub const DEFAULT_TASK: &str = "default";
 
 /// Device scans appended per transaction.
 const SCAN_CHUNK: usize = 1_000;
@@ -69,6 +74,16 @@ impl Scanning {
 
     pub async fn follow(self, shutdown: CancellationToken) -> Result<(), ScanningServiceError> {
         Ok(self.view.follow(shutdown).await?)
+    }
+
+    /// Creates the default "Find vulnerabilities and required updates" task (all devices, weekly).
+    pub async fn ensure_default_task(&self) -> Result<(), ScanningServiceError> {
+        let targets = pb::ScanTargets {
+            all_devices: true,
+            ..Default::default()
+        };
+        self.create_task(DEFAULT_TASK, targets, "weekly", "service:scanning")
+            .await
     }
 
     /// Registers a device; returns its id and the credential its agent must present from now on.
@@ -164,53 +179,95 @@ impl Scanning {
         Ok((state, last))
     }
 
-    /// Runs "Find vulnerabilities and required updates" now: one `ScanCompleted` per targeted device
-    /// with an inventory, then `ScanTaskCompleted`.
+    /// Runs "Find vulnerabilities and required updates" now over `targets`, as a manual task.
     pub async fn run_scan(
         &self,
         targets: pb::ScanTargets,
         actor: &str,
     ) -> Result<pb::RunScanResponse, ScanningServiceError> {
-        self.catch_up().await?;
         let task_id = Uuid::now_v7().to_string();
-        let devices = self.view().targeted(&targets);
-        let mut task = ScanTaskState::default();
-        let mut started = Vec::new();
-        for command in [
+        self.create_task(&task_id, targets, "manual", actor).await?;
+        self.run_task(&task_id, actor).await
+    }
+
+    /// Creates the scan task `task_id` unless it exists.
+    pub async fn create_task(
+        &self,
+        task_id: &str,
+        targets: pb::ScanTargets,
+        schedule: &str,
+        actor: &str,
+    ) -> Result<(), ScanningServiceError> {
+        let created = decide_task(
+            &ScanTaskState::default(),
             ScanTaskCommand::Create {
-                task_id: task_id.clone(),
+                task_id: task_id.to_owned(),
                 name: "Find vulnerabilities and required updates".to_owned(),
                 targets,
-                schedule: "manual".to_owned(),
+                schedule: schedule.to_owned(),
             },
+        )?;
+        match self
+            .store()
+            .append(
+                &task_stream(task_id),
+                ExpectedVersion::NoStream,
+                &to_new_events(&created, actor),
+            )
+            .await
+        {
+            Ok(_) | Err(EventStoreError::Conflict { .. }) => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Runs an existing task once: one `ScanCompleted` per targeted device with an inventory, then
+    /// `ScanTaskCompleted`. Replicas racing to start the same run conflict on the task's stream, and
+    /// only one runs it.
+    pub async fn run_task(
+        &self,
+        task_id: &str,
+        actor: &str,
+    ) -> Result<pb::RunScanResponse, ScanningServiceError> {
+        let stream = task_stream(task_id);
+        let version = self.store().stream_version(&stream).await?.unwrap_or(0);
+        let reached = |view: &ScanningView| {
+            view.tasks
+                .get(task_id)
+                .is_some_and(|t| t.version >= version)
+        };
+        self.view.catch_up_until(reached, VIEW_WAIT).await?;
+        let (task, devices) = {
+            let view = self.view();
+            let entry = view.tasks.get(task_id).cloned().unwrap_or_default();
+            let devices = view.targeted(&entry.state.targets);
+            (entry.state, devices)
+        };
+        let started = decide_task(
+            &task,
             ScanTaskCommand::Start {
-                task_id: task_id.clone(),
+                task_id: task_id.to_owned(),
                 device_ids: devices.clone(),
             },
-        ] {
-            let events = decide_task(&task, command)?;
-            task = events.iter().fold(task, evolve_task);
-            started.extend(events);
-        }
-        let task_stream = format!("scantask-{task_id}");
+        )?;
         self.store()
             .append(
-                &task_stream,
-                ExpectedVersion::NoStream,
+                &stream,
+                ExpectedVersion::Exact(version),
                 &to_new_events(&started, actor),
             )
             .await?;
+        let task = started.iter().fold(task, evolve_task);
 
-        let scans = self.evaluate(&devices, &task_id, task.runs);
+        let scans = self.evaluate(&devices, task_id, task.runs);
         let scanned = scans.len() as u64;
         let without_inventory = devices.len() as u64 - scanned;
         for chunk in scans.chunks(SCAN_CHUNK) {
             let mut tx = self.store().begin().await?;
             for scan in chunk {
-                let stream = format!("devicescan-{}", scan.device_id);
                 let event = ScanningEvent::ScanCompleted(scan.clone());
                 tx.append(
-                    &stream,
+                    &format!("devicescan-{}", scan.device_id),
                     ExpectedVersion::Any,
                     &to_new_events(&[event], actor),
                 )
@@ -221,25 +278,61 @@ impl Scanning {
         let completed = decide_task(
             &task,
             ScanTaskCommand::Complete {
-                task_id: task_id.clone(),
+                task_id: task_id.to_owned(),
                 devices_scanned: scanned,
                 devices_without_inventory: without_inventory,
             },
         )?;
         self.store()
             .append(
-                &task_stream,
-                ExpectedVersion::Exact(started.len() as u64),
+                &stream,
+                ExpectedVersion::Exact(version + 1),
                 &to_new_events(&completed, actor),
             )
             .await?;
         self.catch_up().await?;
         Ok(pb::RunScanResponse {
-            task_id,
+            task_id: task_id.to_owned(),
             run: task.runs,
             devices_scanned: scanned,
             devices_without_inventory: without_inventory,
         })
+    }
+
+    /// Runs every scheduled task whose last run finished longer ago than its schedule (daily or
+    /// weekly; a task never run is due). Returns the runs made.
+    pub async fn run_due_tasks(
+        &self,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<pb::RunScanResponse>, ScanningServiceError> {
+        self.catch_up().await?;
+        let due: Vec<String> = {
+            let view = self.view();
+            view.tasks
+                .iter()
+                .filter(|(_, t)| {
+                    let period = match t.state.schedule.as_str() {
+                        "daily" => chrono::Duration::days(1),
+                        "weekly" => chrono::Duration::weeks(1),
+                        _ => return false,
+                    };
+                    t.state.status != TaskStatus::Running
+                        && t.state.status != TaskStatus::Paused
+                        && t.last_completed_at.is_none_or(|last| now - last >= period)
+                })
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        let mut runs = Vec::new();
+        for task_id in due {
+            match self.run_task(&task_id, "service:scanning-scheduler").await {
+                Ok(run) => runs.push(run),
+                // Another replica started this run first.
+                Err(ScanningServiceError::Store(EventStoreError::Conflict { .. })) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(runs)
     }
 
     /// Each device's findings against the current matching index (devices with no inventory skipped).
@@ -321,6 +414,10 @@ impl Scanning {
         }
         Ok(out)
     }
+}
+
+fn task_stream(task_id: &str) -> String {
+    format!("scantask-{task_id}")
 }
 
 fn device_stream(device_id: &str) -> String {

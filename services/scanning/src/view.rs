@@ -22,10 +22,19 @@ pub struct DeviceEntry {
     pub last_scanned_at: Option<DateTime<Utc>>,
 }
 
+/// One scan task as the view holds it.
+#[derive(Debug, Clone, Default)]
+pub struct TaskEntry {
+    pub state: ScanTaskState,
+    /// Version of the task's stream.
+    pub version: u64,
+    pub last_completed_at: Option<DateTime<Utc>>,
+}
+
 #[derive(Debug, Default)]
 pub struct ScanningView {
     pub devices: BTreeMap<String, DeviceEntry>,
-    pub tasks: BTreeMap<String, (ScanTaskState, u64)>,
+    pub tasks: BTreeMap<String, TaskEntry>,
     pub index: MatchingIndex,
     /// Position in the catalog's log of the last catalog event the index applied.
     pub catalog_position: u64,
@@ -56,9 +65,12 @@ impl Projection for ScanningView {
             | ScanningEvent::ScanTaskResumed(pb::ScanTaskResumed { task_id })
             | ScanningEvent::ScanTaskStopped(pb::ScanTaskStopped { task_id, .. })
             | ScanningEvent::ScanTaskCompleted(pb::ScanTaskCompleted { task_id, .. }) => {
-                let (state, version) = self.tasks.entry(task_id.clone()).or_default();
-                *state = evolve_task(std::mem::take(state), &decoded);
-                *version = event.stream_version;
+                let entry = self.tasks.entry(task_id.clone()).or_default();
+                entry.state = evolve_task(std::mem::take(&mut entry.state), &decoded);
+                entry.version = event.stream_version;
+                if matches!(decoded, ScanningEvent::ScanTaskCompleted(_)) {
+                    entry.last_completed_at = Some(event.recorded_at);
+                }
             }
             ScanningEvent::CatalogEventObserved(observed) => {
                 self.observe_catalog(observed)

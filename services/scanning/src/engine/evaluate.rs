@@ -403,16 +403,24 @@ impl MatchingIndex {
             });
         }
 
-        // Known-exploited first, then CVE order; entries of one CVE end up next to each other.
-        exposures.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0).then_with(|| {
-                if a.1 == b.1 {
-                    Ordering::Equal
-                } else {
-                    self.cves.name(a.1).cmp(self.cves.name(b.1))
-                }
-            })
-        });
+        // Known-exploited first, then CVE order (the sort key), then by CVE id so that the entries
+        // of one CVE are adjacent. Only CVEs with equal keys (ids not shaped `CVE-YYYY-N`) need
+        // their text compared, which the integer sort leaves to a second pass over such runs.
+        exposures.sort_unstable();
+        let mut run = 0;
+        while run < exposures.len() {
+            let key = exposures[run].0;
+            let end = run + exposures[run..].iter().take_while(|e| e.0 == key).count();
+            if exposures[run].1 != exposures[end - 1].1 {
+                exposures[run..end].sort_by(|a, b| {
+                    self.cves
+                        .name(a.1)
+                        .cmp(self.cves.name(b.1))
+                        .then(a.1.cmp(&b.1))
+                });
+            }
+            run = end;
+        }
         let distinct = exposures.windows(2).filter(|w| w[0].1 != w[1].1).count() + 1;
         let mut vulnerabilities: Vec<Vulnerability> =
             Vec::with_capacity(distinct.min(exposures.len()));

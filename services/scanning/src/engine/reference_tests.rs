@@ -857,7 +857,14 @@ const VERSIONS: &[&str] = &[
 ];
 const ARCHITECTURES: &[&str] = &["amd64", "i386", "all"];
 const SUITES: &[&str] = &["bookworm", "bookworm-security", "bookworm-updates"];
-const CVES: &[&str] = &["CVE-2024-9", "CVE-2024-10", "CVE-2023-1", "CVE-2024-100"];
+const CVES: &[&str] = &[
+    "CVE-2024-9",
+    "CVE-2024-10",
+    "CVE-2023-1",
+    "CVE-2024-100",
+    "GHSA-2",
+    "DLA-1",
+];
 const KBS: &[&str] = &["KB1", "KB2", "kb3", "", "4"];
 const PRODUCTS: &[&str] = &["win10", "win11", "server"];
 

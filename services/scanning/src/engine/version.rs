@@ -29,14 +29,26 @@ pub(crate) struct VersionView<'a> {
 
 impl<'a> VersionView<'a> {
     /// The version `text` denotes, or `None` when `DebianVersion::from_str` would reject it.
+    ///
+    /// One pass over the bytes (this runs for every installed package of every device): blanks
+    /// are trimmed, every other byte must be printable ASCII, the epoch ends at the first `:` and
+    /// the revision starts after the last `-`.
     pub(crate) fn parse(text: &'a str) -> Option<Self> {
-        let text = text.trim_matches([' ', '\t']);
-        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_graphic()) {
-            return None;
+        let text = text.trim_matches(|c| c == ' ' || c == '\t');
+        let mut colon = None;
+        let mut hyphen = None;
+        for (i, &byte) in text.as_bytes().iter().enumerate() {
+            match byte {
+                b':' if colon.is_none() => colon = Some(i),
+                b'-' => hyphen = Some(i),
+                byte if !byte.is_ascii_graphic() => return None,
+                _ => {}
+            }
         }
-        let (epoch, rest) = match text.split_once(':') {
-            None => (0, text),
-            Some((digits, rest)) => {
+        let (epoch, upstream_start) = match colon {
+            None => (0, 0),
+            Some(colon) => {
+                let digits = text.get(..colon)?;
                 if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
                     return None;
                 }
@@ -44,18 +56,16 @@ impl<'a> VersionView<'a> {
                     value.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
                 })?;
                 let epoch = u32::try_from(epoch).ok().filter(|&e| e <= MAX_EPOCH)?;
-                if rest.is_empty() {
-                    return None;
-                }
-                (epoch, rest)
+                (epoch, colon + 1)
             }
         };
-        let (upstream, revision) = match rest.rsplit_once('-') {
-            None => (rest, ""),
-            Some((_, "")) => return None,
-            Some((upstream, revision)) => (upstream, revision),
+        // The epoch is digits only, so the last hyphen, if any, is after it.
+        let (upstream, revision) = match hyphen {
+            None => (text.get(upstream_start..)?, ""),
+            Some(hyphen) => (text.get(upstream_start..hyphen)?, text.get(hyphen + 1..)?),
         };
-        if upstream.is_empty() {
+        // Also rejects an empty text, and nothing after the epoch's colon.
+        if upstream.is_empty() || (hyphen.is_some() && revision.is_empty()) {
             return None;
         }
         Some(Self {
