@@ -24,6 +24,12 @@ pub enum DevicesCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Replace a device's groups.
+    SetGroups {
+        device_id: String,
+        #[arg(long = "group")]
+        groups: Vec<String>,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -40,6 +46,10 @@ pub enum ScanCommand {
     },
     /// Scan tasks and their last run.
     Status,
+    /// Pause a running scan task (an install on one of its devices then stops it).
+    Pause { task_id: String },
+    /// Resume a paused scan task.
+    Resume { task_id: String },
 }
 
 fn client_error(status: tonic::Status) -> anyhow::Error {
@@ -71,6 +81,14 @@ pub async fn devices(args: &ClientArgs, command: DevicesCommand) -> anyhow::Resu
                 .devices;
             let devices: Vec<_> = found.into_iter().filter_map(|d| d.device).collect();
             device_listing(&devices).print(args.output)
+        }
+        DevicesCommand::SetGroups { device_id, groups } => {
+            let device = client
+                .set_device_groups(pb::SetDeviceGroupsRequest { device_id, groups })
+                .await
+                .map_err(client_error)?
+                .into_inner();
+            device_listing(std::slice::from_ref(&device)).print(args.output)
         }
         DevicesCommand::Required { device_ids, all } => {
             let request = pb::GetRequiredRequest {
@@ -114,6 +132,22 @@ pub async fn scan(args: &ClientArgs, command: ScanCommand) -> anyhow::Result<()>
             }
             .print(args.output)
         }
+        ScanCommand::Pause { task_id } => {
+            let task = client
+                .pause_scan_task(pb::ScanTaskRequest { task_id })
+                .await
+                .map_err(client_error)?
+                .into_inner();
+            task_listing(&[task]).print(args.output)
+        }
+        ScanCommand::Resume { task_id } => {
+            let task = client
+                .resume_scan_task(pb::ScanTaskRequest { task_id })
+                .await
+                .map_err(client_error)?
+                .into_inner();
+            task_listing(&[task]).print(args.output)
+        }
         ScanCommand::Status => {
             let tasks = client
                 .list_scan_tasks(pb::ListScanTasksRequest {})
@@ -121,19 +155,36 @@ pub async fn scan(args: &ClientArgs, command: ScanCommand) -> anyhow::Result<()>
                 .map_err(client_error)?
                 .into_inner()
                 .tasks;
-            Listing {
-                headers: vec!["task", "name", "schedule", "status", "runs", "devices scanned"],
-                rows: tasks
-                    .iter()
-                    .map(|t| vec![t.task_id.clone(), t.name.clone(), t.schedule.clone(), t.status.clone(), t.runs.to_string(), t.last_devices_scanned.to_string()])
-                    .collect(),
-                json: tasks
-                    .iter()
-                    .map(|t| serde_json::json!({"task_id": t.task_id, "name": t.name, "schedule": t.schedule, "status": t.status, "runs": t.runs, "last_devices_scanned": t.last_devices_scanned}))
-                    .collect(),
-            }
-            .print(args.output)
+            task_listing(&tasks).print(args.output)
         }
+    }
+}
+
+fn task_listing(tasks: &[pb::ScanTask]) -> Listing {
+    Listing {
+        headers: vec!["task", "name", "schedule", "status", "runs", "devices scanned"],
+        rows: tasks
+            .iter()
+            .map(|t| {
+                vec![
+                    t.task_id.clone(),
+                    t.name.clone(),
+                    t.schedule.clone(),
+                    t.status.clone(),
+                    t.runs.to_string(),
+                    t.last_devices_scanned.to_string(),
+                ]
+            })
+            .collect(),
+        json: tasks
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "task_id": t.task_id, "name": t.name, "schedule": t.schedule, "status": t.status,
+                    "runs": t.runs, "last_devices_scanned": t.last_devices_scanned,
+                })
+            })
+            .collect(),
     }
 }
 

@@ -195,6 +195,40 @@ async fn a_debian_agent_scan_finds_exactly_the_upgradable_packages() {
         Some((0, 1))
     );
 
+    // Groups can be changed; a completed scan task cannot be paused.
+    let device = scanning
+        .set_device_groups(pb::SetDeviceGroupsRequest {
+            device_id: identity.device_id.clone(),
+            groups: vec!["db".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(device.groups, ["db"]);
+    let tasks = scanning
+        .list_scan_tasks(pb::ListScanTasksRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks;
+    let default = tasks.iter().find(|t| t.task_id == "default").unwrap();
+    assert_eq!(
+        (default.schedule.as_str(), default.status.as_str()),
+        ("weekly", "completed")
+    );
+    let paused = scanning
+        .pause_scan_task(pb::ScanTaskRequest {
+            task_id: "default".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(paused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        paused.message().contains("cannot pause"),
+        "{}",
+        paused.message()
+    );
+
     // A wrong credential and an unknown device are refused.
     let mut agents =
         patchbay_proto::scanning::v1::agent_service_client::AgentServiceClient::connect(app.url())

@@ -2,10 +2,11 @@
 //!
 //! Run with `cargo bench -p patchbay-scanning --bench fleet_scan`. Sizes default to the target
 //! of the design (100,000 devices × ~300 packages against 50,000 updates); override them with
-//! `PATCHBAY_BENCH_DEVICES` and `PATCHBAY_BENCH_UPDATES`. Devices are generated and scanned in
+//! `PATCHBAY_BENCH_DEVICES` and `PATCHBAY_BENCH_UPDATES`; `PATCHBAY_BENCH_BEHIND` (default 45)
+//! is the mean percentage of a device's packages installed at a random catalog version rather
+//! than the newest (so fewer are actually behind). Devices are generated and scanned in
 //! chunks so that their inventories do not dominate memory; the scan time counts
 //! `evaluate_fleet` only, generation is reported apart, and the peak RSS covers everything.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
@@ -202,7 +203,7 @@ fn catalog(
 
 /// Device `n`: ~300 packages, mostly popular ones, some up to date and some behind; 10% are
 /// multiarch, a few have local packages the catalog does not know.
-fn device(n: usize, names: &[Name]) -> DeviceInventory {
+fn device(n: usize, names: &[Name], behind: u64) -> DeviceInventory {
     let mut rng = Rng(0x5eed_0000_0000_0000 ^ (n as u64).wrapping_mul(0x2545_f491_4f6c_dd1d));
     let popular = (names.len() / 5).max(1);
     let mut picks: Vec<usize> = (0..PACKAGES_PER_DEVICE)
@@ -217,7 +218,8 @@ fn device(n: usize, names: &[Name]) -> DeviceInventory {
     picks.sort_unstable();
     picks.dedup();
     let multiarch = rng.chance(10);
-    let behind = 20 + rng.below(50) as u64;
+    // This device's share of packages left behind: the mean, give or take 25 points.
+    let behind = (behind + rng.below(51) as u64).saturating_sub(25).min(100);
     let mut packages = Vec::with_capacity(picks.len() + 4);
     for i in picks {
         let name = &names[i];
@@ -304,22 +306,26 @@ fn cpu_time() -> Duration {
 fn main() {
     let devices = env_size("PATCHBAY_BENCH_DEVICES", 100_000);
     let updates = env_size("PATCHBAY_BENCH_UPDATES", 50_000);
+    let behind = env_size("PATCHBAY_BENCH_BEHIND", 45) as u64;
     let name_count = (updates * 2 / 5).max(1);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "fleet_scan: {devices} devices x ~{PACKAGES_PER_DEVICE} packages, {updates} updates over {name_count} package names, {threads} threads"
+        "fleet_scan: {devices} devices x ~{PACKAGES_PER_DEVICE} packages ({behind}% at a random version), {updates} updates over {name_count} package names, {threads} threads"
     );
 
     let mut rng = Rng(42);
     let names = names(name_count, updates, &mut rng);
     let (catalog, expired, known_exploited) = catalog(&names, updates, &mut rng);
 
+    let rss_before_index = memory_mib("VmRSS:");
     let started = Instant::now();
     let mut index = MatchingIndex::new();
+    let mut unmatchable = 0;
     for (id, details) in &catalog {
-        index
-            .upsert(id, details)
-            .expect("synthetic updates are valid");
+        if let Err(error) = index.upsert(id, details) {
+            unmatchable += 1;
+            eprintln!("update {id} is not matchable: {error}");
+        }
     }
     for id in &expired {
         index.expire(id);
@@ -328,17 +334,18 @@ fn main() {
         index.set_known_exploited(cve, true);
     }
     let build = started.elapsed();
+    let index_rss = memory_mib("VmRSS:") - rss_before_index;
     drop(catalog);
     let stats = index.stats();
     println!(
-        "index: {} updates ({} expired), {} package names, {} CVEs ({} KEV); built in {:.3} s; RSS now {:.0} MiB",
+        "index: {} updates ({} expired, {unmatchable} unmatchable), {} package names, {} CVEs ({} KEV); built in {:.3} s; it added {:.0} MiB of RSS",
         stats.updates,
         stats.expired,
         stats.package_names,
         stats.cves,
         stats.known_exploited,
         build.as_secs_f64(),
-        memory_mib("VmRSS:"),
+        index_rss,
     );
 
     let (mut generating, mut scanning, mut scanning_cpu) =
@@ -354,7 +361,7 @@ fn main() {
     while start < devices {
         let end = (start + CHUNK).min(devices);
         let started = Instant::now();
-        let chunk: Vec<DeviceInventory> = (start..end).map(|n| device(n, &names)).collect();
+        let chunk: Vec<DeviceInventory> = (start..end).map(|n| device(n, &names, behind)).collect();
         generating += started.elapsed();
 
         let (started, cpu) = (Instant::now(), cpu_time());

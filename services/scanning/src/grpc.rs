@@ -143,6 +143,51 @@ impl ScanningService for ScanningApi {
         Ok(Response::new(response))
     }
 
+    async fn pause_scan_task(
+        &self,
+        request: Request<pb::ScanTaskRequest>,
+    ) -> Result<Response<pb::ScanTask>, Status> {
+        let actor = actor(&request);
+        let task_id = request.into_inner().task_id;
+        self.scanning
+            .pause_or_resume(&task_id, true, &actor)
+            .await
+            .map_err(to_status)?;
+        self.task(&task_id)
+    }
+
+    async fn resume_scan_task(
+        &self,
+        request: Request<pb::ScanTaskRequest>,
+    ) -> Result<Response<pb::ScanTask>, Status> {
+        let actor = actor(&request);
+        let task_id = request.into_inner().task_id;
+        self.scanning
+            .pause_or_resume(&task_id, false, &actor)
+            .await
+            .map_err(to_status)?;
+        self.task(&task_id)
+    }
+
+    async fn set_device_groups(
+        &self,
+        request: Request<pb::SetDeviceGroupsRequest>,
+    ) -> Result<Response<pb::Device>, Status> {
+        let actor = actor(&request);
+        let request = request.into_inner();
+        self.scanning
+            .set_groups(&request.device_id, request.groups, &actor)
+            .await
+            .map_err(to_status)?;
+        let view = self.scanning.view();
+        let entry = view.devices.get(&request.device_id).ok_or_else(|| {
+            Status::not_found(ScanningError::UnknownDevice(request.device_id.clone()).to_string())
+        })?;
+        Ok(Response::new(
+            view.device_summary(&request.device_id, entry),
+        ))
+    }
+
     async fn list_scan_tasks(
         &self,
         _request: Request<pb::ListScanTasksRequest>,
@@ -152,17 +197,30 @@ impl ScanningService for ScanningApi {
         let tasks = view
             .tasks
             .iter()
-            .map(|(id, task)| (id, &task.state))
-            .map(|(id, state)| pb::ScanTask {
-                task_id: id.clone(),
-                name: state.name.clone(),
-                targets: Some(state.targets.clone()),
-                schedule: state.schedule.clone(),
-                status: state.status.as_str().to_owned(),
-                runs: state.runs,
-                last_devices_scanned: state.last_devices_scanned,
-            })
+            .map(|(id, task)| task_message(id, &task.state))
             .collect();
         Ok(Response::new(pb::ListScanTasksResponse { tasks }))
+    }
+}
+
+impl ScanningApi {
+    fn task(&self, task_id: &str) -> Result<Response<pb::ScanTask>, Status> {
+        let view = self.scanning.view();
+        let task = view.tasks.get(task_id).ok_or_else(|| {
+            Status::not_found(ScanningError::UnknownTask(task_id.to_owned()).to_string())
+        })?;
+        Ok(Response::new(task_message(task_id, &task.state)))
+    }
+}
+
+fn task_message(task_id: &str, state: &crate::domain::ScanTaskState) -> pb::ScanTask {
+    pb::ScanTask {
+        task_id: task_id.to_owned(),
+        name: state.name.clone(),
+        targets: Some(state.targets.clone()),
+        schedule: state.schedule.clone(),
+        status: state.status.as_str().to_owned(),
+        runs: state.runs,
+        last_devices_scanned: state.last_devices_scanned,
     }
 }

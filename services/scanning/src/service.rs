@@ -17,7 +17,7 @@ use crate::domain::{
 };
 use crate::engine::{self, DeviceInventory};
 use crate::events::{DecodeError, ScanningEvent};
-use crate::view::ScanningView;
+use crate::view::{ScanningView, TaskEntry};
 
 /// The task every installation gets: all devices, weekly.
 pub const DEFAULT_TASK: &str = "default";
@@ -229,6 +229,16 @@ impl Scanning {
         task_id: &str,
         actor: &str,
     ) -> Result<pb::RunScanResponse, ScanningServiceError> {
+        self.run_task_when(task_id, actor, |_| true).await
+    }
+
+    /// Runs the task if `wanted` still holds once the view has caught up with the task's stream.
+    async fn run_task_when(
+        &self,
+        task_id: &str,
+        actor: &str,
+        wanted: impl Fn(&TaskEntry) -> bool,
+    ) -> Result<pb::RunScanResponse, ScanningServiceError> {
         let stream = task_stream(task_id);
         let version = self.store().stream_version(&stream).await?.unwrap_or(0);
         let reached = |view: &ScanningView| {
@@ -240,6 +250,15 @@ impl Scanning {
         let (task, devices) = {
             let view = self.view();
             let entry = view.tasks.get(task_id).cloned().unwrap_or_default();
+            if !wanted(&entry) {
+                // Another replica ran it meanwhile; the view now shows that run.
+                return Err(ScanningError::WrongStatus {
+                    task: task_id.to_owned(),
+                    action: "start",
+                    status: "done",
+                }
+                .into());
+            }
             let devices = view.targeted(&entry.state.targets);
             (entry.state, devices)
         };
@@ -262,7 +281,16 @@ impl Scanning {
         let scans = self.evaluate(&devices, task_id, task.runs);
         let scanned = scans.len() as u64;
         let without_inventory = devices.len() as u64 - scanned;
-        for chunk in scans.chunks(SCAN_CHUNK) {
+        for (written, chunk) in scans.chunks(SCAN_CHUNK).enumerate() {
+            if !self.wait_while_paused(task_id).await? {
+                // Stopped while paused (an install needed the device): this run ends here.
+                return Ok(pb::RunScanResponse {
+                    task_id: task_id.to_owned(),
+                    run: task.runs,
+                    devices_scanned: (written * SCAN_CHUNK) as u64,
+                    devices_without_inventory: without_inventory,
+                });
+            }
             let mut tx = self.store().begin().await?;
             for scan in chunk {
                 let event = ScanningEvent::ScanCompleted(scan.clone());
@@ -275,6 +303,8 @@ impl Scanning {
             }
             tx.commit().await?;
         }
+        // Pausing or resuming appended to the task's stream: complete at its current version.
+        let version = self.store().stream_version(&stream).await?.unwrap_or(0);
         let completed = decide_task(
             &task,
             ScanTaskCommand::Complete {
@@ -286,7 +316,7 @@ impl Scanning {
         self.store()
             .append(
                 &stream,
-                ExpectedVersion::Exact(version + 1),
+                ExpectedVersion::Exact(version),
                 &to_new_events(&completed, actor),
             )
             .await?;
@@ -310,29 +340,111 @@ impl Scanning {
             let view = self.view();
             view.tasks
                 .iter()
-                .filter(|(_, t)| {
-                    let period = match t.state.schedule.as_str() {
-                        "daily" => chrono::Duration::days(1),
-                        "weekly" => chrono::Duration::weeks(1),
-                        _ => return false,
-                    };
-                    t.state.status != TaskStatus::Running
-                        && t.state.status != TaskStatus::Paused
-                        && t.last_completed_at.is_none_or(|last| now - last >= period)
-                })
+                .filter(|(_, task)| is_due(task, now))
                 .map(|(id, _)| id.clone())
                 .collect()
         };
         let mut runs = Vec::new();
         for task_id in due {
-            match self.run_task(&task_id, "service:scanning-scheduler").await {
+            match self
+                .run_task_when(&task_id, "service:scanning-scheduler", |task| {
+                    is_due(task, now)
+                })
+                .await
+            {
                 Ok(run) => runs.push(run),
                 // Another replica started this run first.
-                Err(ScanningServiceError::Store(EventStoreError::Conflict { .. })) => {}
+                Err(ScanningServiceError::Store(EventStoreError::Conflict { .. }))
+                | Err(ScanningServiceError::Domain(ScanningError::WrongStatus {
+                    action: "start",
+                    ..
+                })) => {}
                 Err(error) => return Err(error),
             }
         }
         Ok(runs)
+    }
+
+    /// Waits while the task is paused; false if it was stopped meanwhile.
+    async fn wait_while_paused(&self, task_id: &str) -> Result<bool, ScanningServiceError> {
+        loop {
+            self.catch_up().await?;
+            match self.view().tasks.get(task_id).map(|t| t.state.status) {
+                Some(TaskStatus::Paused) => {}
+                Some(TaskStatus::Stopped) => return Ok(false),
+                _ => return Ok(true),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Pauses (`pause = true`) or resumes a scan task.
+    pub async fn pause_or_resume(
+        &self,
+        task_id: &str,
+        pause: bool,
+        actor: &str,
+    ) -> Result<(), ScanningServiceError> {
+        let stream = task_stream(task_id);
+        let version = self.store().stream_version(&stream).await?.unwrap_or(0);
+        let reached = |view: &ScanningView| {
+            view.tasks
+                .get(task_id)
+                .is_some_and(|t| t.version >= version)
+        };
+        self.view.catch_up_until(reached, VIEW_WAIT).await?;
+        let task = self
+            .view()
+            .tasks
+            .get(task_id)
+            .map(|t| t.state.clone())
+            .unwrap_or_default();
+        let task_id = task_id.to_owned();
+        let command = if pause {
+            ScanTaskCommand::Pause { task_id }
+        } else {
+            ScanTaskCommand::Resume { task_id }
+        };
+        let events = decide_task(&task, command)?;
+        if !events.is_empty() {
+            self.store()
+                .append(
+                    &stream,
+                    ExpectedVersion::Exact(version),
+                    &to_new_events(&events, actor),
+                )
+                .await?;
+            self.catch_up().await?;
+        }
+        Ok(())
+    }
+
+    /// Replaces a device's groups.
+    pub async fn set_groups(
+        &self,
+        device_id: &str,
+        groups: Vec<String>,
+        actor: &str,
+    ) -> Result<(), ScanningServiceError> {
+        let (state, version) = self.device_state(device_id).await?;
+        let events = decide_device(
+            &state,
+            DeviceCommand::SetGroups {
+                device_id: device_id.to_owned(),
+                groups,
+            },
+        )?;
+        if !events.is_empty() {
+            self.store()
+                .append(
+                    &device_stream(device_id),
+                    ExpectedVersion::Exact(version),
+                    &to_new_events(&events, actor),
+                )
+                .await?;
+            self.catch_up().await?;
+        }
+        Ok(())
     }
 
     /// Each device's findings against the current matching index (devices with no inventory skipped).
@@ -414,6 +526,21 @@ impl Scanning {
         }
         Ok(out)
     }
+}
+
+/// Whether a scheduled task should run now: daily or weekly, not running or paused, and its last run
+/// (if any) finished at least a period ago.
+fn is_due(task: &TaskEntry, now: DateTime<Utc>) -> bool {
+    let period = match task.state.schedule.as_str() {
+        "daily" => chrono::Duration::days(1),
+        "weekly" => chrono::Duration::weeks(1),
+        _ => return false,
+    };
+    task.state.status != TaskStatus::Running
+        && task.state.status != TaskStatus::Paused
+        && task
+            .last_completed_at
+            .is_none_or(|last| now - last >= period)
 }
 
 fn task_stream(task_id: &str) -> String {

@@ -622,6 +622,16 @@ mod tests {
     }
 
     #[test]
+    fn candidates_stay_small() {
+        // docs/scanning-engine.md quotes this size.
+        assert!(
+            std::mem::size_of::<Candidate>() <= 48,
+            "{}",
+            std::mem::size_of::<Candidate>()
+        );
+    }
+
+    #[test]
     fn cve_keys_order_by_year_then_number() {
         let mut ids = [
             "GHSA-xxxx",
