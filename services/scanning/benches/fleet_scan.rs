@@ -10,6 +10,10 @@
 
 use std::time::{Duration, Instant};
 
+/// The allocator the `patchbay` binary ships with, so the figures are the shipped ones.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use patchbay_proto::catalog::v1 as pb;
 use patchbay_scanning::engine::{DeviceInventory, InstalledPackage, MatchingIndex, evaluate_fleet};
 
