@@ -72,7 +72,10 @@ pub(crate) async fn append(
         .bind(&columns.actors)
         .bind(&columns.traceparents)
         .bind(&columns.tracestates);
-    if let ExpectedVersion::Exact(version) = expected {
+    // Exact(0) means no stream and uses the insert claim, which has no version parameter.
+    if let ExpectedVersion::Exact(version) = expected
+        && version > 0
+    {
         query = query.bind(i64::try_from(version).map_err(|_| {
             EventStoreError::InvalidInput(format!("expected version {version} is out of range"))
         })?);

@@ -137,6 +137,25 @@ async fn appended_events_read_back_in_stream_order(store: EventStore) {
 }
 
 async fn expected_version_is_enforced_with_a_typed_conflict(store: EventStore) {
+    // Exact(0) is the same as NoStream: it creates a stream and refuses an existing one.
+    store
+        .append("zero", ExpectedVersion::Exact(0), &[event("E", "0")])
+        .await
+        .unwrap();
+    let error = store
+        .append("zero", ExpectedVersion::Exact(0), &[event("E", "1")])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            EventStoreError::Conflict {
+                actual: Some(1),
+                ..
+            }
+        ),
+        "{error:?}"
+    );
     store
         .append("s", ExpectedVersion::NoStream, &[event("E", "1")])
         .await
