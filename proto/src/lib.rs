@@ -30,6 +30,25 @@ pub mod system {
     }
 }
 
+/// A stored event that cannot be turned back into a service's event enum.
+#[derive(Debug, thiserror::Error)]
+pub enum EventDecodeError {
+    #[error("unknown event type '{0}'")]
+    UnknownType(String),
+    #[error(
+        "{event_type} v{schema_version} is newer than this Patchbay understands; upgrade Patchbay"
+    )]
+    FutureVersion {
+        event_type: String,
+        schema_version: u32,
+    },
+    #[error("{event_type} payload does not decode: {source}")]
+    Payload {
+        event_type: String,
+        source: prost::DecodeError,
+    },
+}
+
 /// Declares a service's event enum over its protobuf messages, with the event type name (the variant
 /// name, which is also the last token of the bus subject) and payload encoding in both directions.
 #[macro_export]
@@ -54,6 +73,27 @@ macro_rules! event_enum {
                 match self {
                     $(Self::$variant(message) => ::prost::Message::encode_to_vec(message)),*
                 }
+            }
+
+            /// Decodes a stored event written at `schema_version` (at most `current_version`).
+            pub fn decode_versioned(
+                event_type: &str,
+                schema_version: u32,
+                current_version: u32,
+                payload: &[u8],
+            ) -> Result<Self, $crate::EventDecodeError> {
+                if schema_version > current_version {
+                    return Err($crate::EventDecodeError::FutureVersion {
+                        event_type: event_type.to_owned(),
+                        schema_version,
+                    });
+                }
+                Self::decode_payload(event_type, payload)
+                    .ok_or_else(|| $crate::EventDecodeError::UnknownType(event_type.to_owned()))?
+                    .map_err(|source| $crate::EventDecodeError::Payload {
+                        event_type: event_type.to_owned(),
+                        source,
+                    })
             }
 
             /// Decodes a payload of `event_type`; `None` if the type is not one of this enum's.

@@ -19,23 +19,8 @@ patchbay_proto::event_enum! {
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// A stored catalog event that cannot be understood.
-#[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
-    #[error("unknown catalog event type '{0}'")]
-    UnknownType(String),
-    #[error(
-        "{event_type} v{schema_version} is newer than this Patchbay understands; upgrade Patchbay"
-    )]
-    FutureVersion {
-        event_type: String,
-        schema_version: u32,
-    },
-    #[error("{event_type} payload does not decode: {source}")]
-    Payload {
-        event_type: String,
-        source: prost::DecodeError,
-    },
-}
+/// A stored catalog event this Patchbay cannot read.
+pub type DecodeError = patchbay_proto::EventDecodeError;
 
 impl CatalogEvent {
     /// The event ready to append (fresh event id; the caller adds actor, causation, trace context).
@@ -48,18 +33,7 @@ impl CatalogEvent {
         schema_version: u32,
         payload: &[u8],
     ) -> Result<Self, DecodeError> {
-        if schema_version > SCHEMA_VERSION {
-            return Err(DecodeError::FutureVersion {
-                event_type: event_type.to_owned(),
-                schema_version,
-            });
-        }
-        Self::decode_payload(event_type, payload)
-            .ok_or_else(|| DecodeError::UnknownType(event_type.to_owned()))?
-            .map_err(|source| DecodeError::Payload {
-                event_type: event_type.to_owned(),
-                source,
-            })
+        Self::decode_versioned(event_type, schema_version, SCHEMA_VERSION, payload)
     }
 }
 
