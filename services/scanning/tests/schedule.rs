@@ -52,7 +52,12 @@ async fn scenario(store: EventStore) {
 
     // Two replicas find the task due at once: exactly one runs it.
     let replica = Scanning::open(store).await.unwrap();
-    let later = now + Duration::days(8);
+    // Just past a week after the first run finished: due for both, but a run either of them finishes
+    // (at the real time, later than the first) makes it not due for the other.
+    let first_finished = scanning.view().tasks[DEFAULT_TASK]
+        .last_completed_at
+        .unwrap();
+    let later = first_finished + Duration::weeks(1) + Duration::milliseconds(1);
     let (a, b) = tokio::join!(scanning.run_due_tasks(later), replica.run_due_tasks(later));
     assert_eq!(a.unwrap().len() + b.unwrap().len(), 1);
     scanning.catch_up().await.unwrap();
