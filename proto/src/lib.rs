@@ -30,6 +30,22 @@ pub mod system {
     }
 }
 
+/// gRPC metadata naming who makes a request (e.g. `user:alice`); recorded as the actor of the events
+/// the request causes.
+pub const ACTOR_HEADER: &str = "x-patchbay-actor";
+
+/// The actor a request names in [`ACTOR_HEADER`] (at most 200 characters), or `user:anonymous`.
+pub fn request_actor<T>(request: &tonic::Request<T>) -> String {
+    request
+        .metadata()
+        .get(ACTOR_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .map_or_else(
+            || "user:anonymous".to_owned(),
+            |value| value.chars().take(200).collect(),
+        )
+}
+
 /// A stored event that cannot be turned back into a service's event enum.
 #[derive(Debug, thiserror::Error)]
 pub enum EventDecodeError {

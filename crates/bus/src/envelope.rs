@@ -58,12 +58,18 @@ impl IncomingEvent {
         schema_version: u32,
         payload: Vec<u8>,
     ) -> NewEvent {
-        let context = TraceContext::current();
-        NewEvent::new(event_type, schema_version, payload)
-            .caused_by(&self.event)
-            .actor(format!("service:{}", self.service))
-            .trace_context(context.traceparent, context.tracestate)
+        let event = NewEvent::new(event_type, schema_version, payload).caused_by(&self.event);
+        stamped(event, &format!("service:{}", self.service))
     }
+}
+
+/// Stamps an event about to be appended with who caused it and the trace context of the current
+/// span, so the trace continues through the event (and the relay that publishes it).
+pub fn stamped(event: NewEvent, actor: &str) -> NewEvent {
+    let context = TraceContext::current();
+    event
+        .actor(actor)
+        .trace_context(context.traceparent, context.tracestate)
 }
 
 /// Encodes a stored event as the envelope published on the bus.

@@ -14,7 +14,7 @@ mod subject;
 pub use bus::{Bus, BusConsumer, ConsumerConfig, Delivery, PublishAck};
 pub use envelope::{
     BusMessage, DEAD_LETTER_REASON, IncomingEvent, MESSAGE_ID, ORIGINAL_SUBJECT, TRACEPARENT,
-    TRACESTATE, decode_envelope, encode_envelope,
+    TRACESTATE, decode_envelope, encode_envelope, stamped,
 };
 pub use error::BusError;
 pub use in_process::{InProcessBus, InProcessConsumer};

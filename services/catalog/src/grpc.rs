@@ -25,17 +25,6 @@ impl CatalogApi {
     }
 }
 
-fn actor<T>(request: &Request<T>) -> String {
-    request
-        .metadata()
-        .get("x-patchbay-actor")
-        .and_then(|v| v.to_str().ok())
-        .map_or_else(
-            || "user:anonymous".to_owned(),
-            |v| v.chars().take(200).collect(),
-        )
-}
-
 fn to_status(error: CatalogServiceError) -> Status {
     match error {
         CatalogServiceError::Domain(e) => Status::invalid_argument(e.to_string()),
@@ -73,7 +62,7 @@ impl CatalogService for CatalogApi {
         &self,
         request: Request<Streaming<pb::ImportAptIndexRequest>>,
     ) -> Result<Response<pb::ImportSummary>, Status> {
-        let actor = actor(&request);
+        let actor = patchbay_proto::request_actor(&request);
         let mut stream = request.into_inner();
         let header = match stream.next().await {
             Some(Ok(pb::ImportAptIndexRequest {
@@ -122,7 +111,7 @@ impl CatalogService for CatalogApi {
         &self,
         request: Request<pb::ImportKevRequest>,
     ) -> Result<Response<pb::ImportSummary>, Status> {
-        let actor = actor(&request);
+        let actor = patchbay_proto::request_actor(&request);
         let request = request.into_inner();
         let source = if request.source.is_empty() {
             "cisa-kev"

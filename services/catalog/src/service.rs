@@ -228,14 +228,8 @@ impl Catalog {
 }
 
 fn to_new_events(events: &[CatalogEvent], actor: &str) -> Vec<NewEvent> {
-    let context = patchbay_telemetry::TraceContext::current();
     events
         .iter()
-        .map(|event| {
-            event
-                .to_new_event()
-                .actor(actor)
-                .trace_context(context.traceparent.clone(), context.tracestate.clone())
-        })
+        .map(|event| patchbay_bus::stamped(event.to_new_event(), actor))
         .collect()
 }

@@ -44,17 +44,6 @@ fn to_status(error: ScanningServiceError) -> Status {
     }
 }
 
-fn actor<T>(request: &Request<T>) -> String {
-    request
-        .metadata()
-        .get("x-patchbay-actor")
-        .and_then(|v| v.to_str().ok())
-        .map_or_else(
-            || "user:anonymous".to_owned(),
-            |v| v.chars().take(200).collect(),
-        )
-}
-
 #[tonic::async_trait]
 impl AgentService for AgentApi {
     async fn register(
@@ -130,7 +119,7 @@ impl ScanningService for ScanningApi {
         &self,
         request: Request<pb::RunScanRequest>,
     ) -> Result<Response<pb::RunScanResponse>, Status> {
-        let actor = actor(&request);
+        let actor = patchbay_proto::request_actor(&request);
         let targets = request.into_inner().targets.unwrap_or(pb::ScanTargets {
             all_devices: true,
             ..Default::default()
@@ -147,7 +136,7 @@ impl ScanningService for ScanningApi {
         &self,
         request: Request<pb::ScanTaskRequest>,
     ) -> Result<Response<pb::ScanTask>, Status> {
-        let actor = actor(&request);
+        let actor = patchbay_proto::request_actor(&request);
         let task_id = request.into_inner().task_id;
         self.scanning
             .pause_or_resume(&task_id, true, &actor)
@@ -160,7 +149,7 @@ impl ScanningService for ScanningApi {
         &self,
         request: Request<pb::ScanTaskRequest>,
     ) -> Result<Response<pb::ScanTask>, Status> {
-        let actor = actor(&request);
+        let actor = patchbay_proto::request_actor(&request);
         let task_id = request.into_inner().task_id;
         self.scanning
             .pause_or_resume(&task_id, false, &actor)
@@ -173,7 +162,7 @@ impl ScanningService for ScanningApi {
         &self,
         request: Request<pb::SetDeviceGroupsRequest>,
     ) -> Result<Response<pb::Device>, Status> {
-        let actor = actor(&request);
+        let actor = patchbay_proto::request_actor(&request);
         let request = request.into_inner();
         self.scanning
             .set_groups(&request.device_id, request.groups, &actor)

@@ -570,14 +570,8 @@ fn device_inventory(inventory: &pb::Inventory) -> DeviceInventory {
 }
 
 fn to_new_events(events: &[ScanningEvent], actor: &str) -> Vec<NewEvent> {
-    let context = patchbay_telemetry::TraceContext::current();
     events
         .iter()
-        .map(|event| {
-            event
-                .to_new_event()
-                .actor(actor)
-                .trace_context(context.traceparent.clone(), context.tracestate.clone())
-        })
+        .map(|event| patchbay_bus::stamped(event.to_new_event(), actor))
         .collect()
 }
