@@ -9,6 +9,10 @@ const PROTOS: &[&str] = &[
     "patchbay/catalog/v1/catalog.proto",
     "patchbay/scanning/v1/events.proto",
     "patchbay/scanning/v1/scanning.proto",
+    "patchbay/approvals/v1/events.proto",
+    "patchbay/approvals/v1/approvals.proto",
+    "patchbay/installing/v1/events.proto",
+    "patchbay/installing/v1/installing.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

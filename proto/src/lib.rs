@@ -24,6 +24,18 @@ pub mod scanning {
     }
 }
 
+pub mod approvals {
+    pub mod v1 {
+        tonic::include_proto!("patchbay.approvals.v1");
+    }
+}
+
+pub mod installing {
+    pub mod v1 {
+        tonic::include_proto!("patchbay.installing.v1");
+    }
+}
+
 pub mod system {
     pub mod v1 {
         tonic::include_proto!("patchbay.system.v1");

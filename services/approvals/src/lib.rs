@@ -1,0 +1,2 @@
+//! The approvals service: whether each update may be installed (Undefined / Approved / Declined), who
+//! decided and why, EULA acceptances, and auto-approval rules applied to updates as they arrive.
