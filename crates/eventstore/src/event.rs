@@ -134,6 +134,28 @@ impl std::fmt::Display for ExpectedVersion {
     }
 }
 
+/// One stream's part of a multi-stream append ([`crate::Transaction::append_streams`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamAppend {
+    pub stream_id: String,
+    pub expected: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+}
+
+impl StreamAppend {
+    pub fn new(
+        stream_id: impl Into<String>,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Self {
+        Self {
+            stream_id: stream_id.into(),
+            expected,
+            events,
+        }
+    }
+}
+
 /// The outcome of an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendResult {
@@ -177,6 +199,22 @@ pub(crate) fn validate_append(stream_id: &str, events: &[NewEvent]) -> Result<()
     }
     for event in events {
         validate_event_type(&event.event_type)?;
+    }
+    Ok(())
+}
+
+/// Checks every stream's batch, and that no stream appears twice (its version could not be claimed
+/// once for both parts).
+pub(crate) fn validate_append_streams(appends: &[StreamAppend]) -> Result<(), EventStoreError> {
+    let mut seen = std::collections::HashSet::with_capacity(appends.len());
+    for append in appends {
+        validate_append(&append.stream_id, &append.events)?;
+        if !seen.insert(append.stream_id.as_str()) {
+            return Err(EventStoreError::InvalidInput(format!(
+                "stream '{}' appears twice in one multi-stream append; put all its events in one part",
+                append.stream_id
+            )));
+        }
     }
     Ok(())
 }

@@ -25,7 +25,7 @@ mod view;
 pub use error::EventStoreError;
 pub use event::{
     AppendResult, EventMetadata, ExpectedVersion, LogPosition, MAX_BATCH, MAX_STREAM_ID_LEN,
-    NewEvent, RecordedEvent, Snapshot, validate_event_type,
+    NewEvent, RecordedEvent, Snapshot, StreamAppend, validate_event_type,
 };
 pub use postgres::raw_insert as postgres_raw_insert;
 pub use store::{EventStore, SqliteDurability, StoreOptions, Transaction};

@@ -7,6 +7,7 @@ use uuid::Uuid;
 use crate::error::EventStoreError;
 use crate::event::{
     AppendResult, EventMetadata, ExpectedVersion, LogPosition, NewEvent, RecordedEvent, Snapshot,
+    StreamAppend,
 };
 use crate::store::{StoredId, resolve_unappended, to_u64};
 
@@ -107,6 +108,193 @@ pub(crate) async fn append(
     .collect::<Result<Vec<_>, EventStoreError>>()?;
     let actual = stream_version(&mut *conn, stream_id).await?;
     resolve_unappended(stream_id, expected, actual, events, stored)
+}
+
+/// Names the savepoint that makes a multi-stream append all or nothing inside the caller's transaction.
+const APPEND_STREAMS_SAVEPOINT: &str = "patchbay_append_streams";
+
+/// Appends to many streams inside the caller's transaction, all or nothing.
+///
+/// The fast path is one statement: lock the existing stream rows in id order (so two bulk appenders
+/// cannot deadlock on each other's rows), claim every stream's version, and insert every event only
+/// if every stream was claimed. A stream that cannot be claimed (wrong version, or its first event
+/// id already stored) makes the statement insert nothing; the savepoint then undoes the claims and
+/// the slow path appends stream by stream, which tells a conflict from an idempotent retry exactly as
+/// a single append does, and is undone as a whole if any stream fails.
+pub(crate) async fn append_streams(
+    conn: &mut PgConnection,
+    appends: &[StreamAppend],
+) -> Result<Vec<AppendResult>, EventStoreError> {
+    savepoint(conn, "SAVEPOINT").await?;
+    let fast = append_streams_at_once(conn, appends).await;
+    let fall_back = match fast {
+        Ok(Some(results)) => {
+            savepoint(conn, "RELEASE SAVEPOINT").await?;
+            return Ok(results);
+        }
+        Ok(None) => true,
+        // A reused event id beyond a part's first: the slow path says which.
+        Err(EventStoreError::Database(ref error))
+            if error
+                .as_database_error()
+                .and_then(|db| db.code())
+                .is_some_and(|code| code == "23505") =>
+        {
+            true
+        }
+        Err(_) => false,
+    };
+    savepoint(conn, "ROLLBACK TO SAVEPOINT").await?;
+    if !fall_back {
+        savepoint(conn, "RELEASE SAVEPOINT").await?;
+        return fast.map(|_| Vec::new());
+    }
+    let mut results = Vec::with_capacity(appends.len());
+    for part in appends {
+        match append(&mut *conn, &part.stream_id, part.expected, &part.events).await {
+            Ok(result) => results.push(result),
+            Err(error) => {
+                savepoint(conn, "ROLLBACK TO SAVEPOINT").await?;
+                savepoint(conn, "RELEASE SAVEPOINT").await?;
+                return Err(error);
+            }
+        }
+    }
+    savepoint(conn, "RELEASE SAVEPOINT").await?;
+    Ok(results)
+}
+
+async fn savepoint(conn: &mut PgConnection, command: &str) -> Result<(), EventStoreError> {
+    sqlx::query(AssertSqlSafe(format!(
+        "{command} {APPEND_STREAMS_SAVEPOINT}"
+    )))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The one-statement multi-stream append; `None` when some stream could not be claimed (nothing
+/// was inserted then, but other streams' claims must be rolled back).
+///
+/// The stored-id check is a correlated count, not `NOT EXISTS`: the planner turns the latter into a
+/// hash anti-join over a sequential scan of the whole log when its statistics are stale (right after
+/// a bulk load), while the count is always one index probe per stream.
+async fn append_streams_at_once(
+    conn: &mut PgConnection,
+    appends: &[StreamAppend],
+) -> Result<Option<Vec<AppendResult>>, EventStoreError> {
+    const SQL: &str = "\
+        WITH locked AS ( \
+          SELECT stream_id FROM streams WHERE stream_id = ANY($1::text[]) ORDER BY stream_id FOR UPDATE), \
+        input AS MATERIALIZED ( \
+          SELECT i.stream_id, i.expected, i.n, i.ord \
+          FROM unnest($1::text[], $2::int8[], $3::int8[], $4::uuid[]) \
+               WITH ORDINALITY AS i(stream_id, expected, n, first_id, ord) \
+          WHERE (SELECT count(*) FROM locked) >= 0 \
+            AND (SELECT count(*) FROM events e WHERE e.event_id = i.first_id) = 0), \
+        fresh AS ( \
+          INSERT INTO streams (stream_id, version) SELECT stream_id, n FROM input WHERE expected = 0 \
+          ON CONFLICT (stream_id) DO NOTHING RETURNING stream_id, version), \
+        bumped AS ( \
+          UPDATE streams s SET version = s.version + i.n FROM input i \
+          WHERE i.expected > 0 AND s.stream_id = i.stream_id AND s.version = i.expected \
+          RETURNING s.stream_id, s.version), \
+        any_version AS ( \
+          INSERT INTO streams (stream_id, version) SELECT stream_id, n FROM input WHERE expected < 0 \
+          ON CONFLICT (stream_id) DO UPDATE SET version = streams.version + EXCLUDED.version \
+          RETURNING stream_id, version), \
+        claim AS MATERIALIZED ( \
+          SELECT c.stream_id, c.version, i.n, i.ord \
+          FROM (SELECT stream_id, version FROM fresh UNION ALL SELECT stream_id, version FROM bumped \
+                UNION ALL SELECT stream_id, version FROM any_version) c \
+          JOIN input i ON i.stream_id = c.stream_id), \
+        ins AS ( \
+          INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, payload, \
+                              correlation_id, causation_id, actor, traceparent, tracestate) \
+          SELECT e.event_id, c.stream_id, c.version - c.n + e.seq, e.event_type, e.schema_version, \
+                 e.payload, e.correlation_id, e.causation_id, e.actor, e.traceparent, e.tracestate \
+          FROM unnest($5::int8[], $6::int8[], $7::uuid[], $8::text[], $9::int4[], $10::bytea[], \
+                      $11::uuid[], $12::uuid[], $13::text[], $14::text[], $15::text[]) \
+               AS e(stream_ord, seq, event_id, event_type, schema_version, payload, correlation_id, \
+                    causation_id, actor, traceparent, tracestate) \
+          JOIN claim c ON c.ord = e.stream_ord \
+          WHERE (SELECT count(*) FROM claim) = $16 \
+          ORDER BY e.stream_ord, e.seq \
+          RETURNING stream_id, stream_version, global_position) \
+        SELECT stream_id, max(stream_version)::bigint, max(global_position)::bigint \
+        FROM ins GROUP BY stream_id";
+    let stream_ids: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
+    let expected = appends
+        .iter()
+        .map(|a| match a.expected {
+            ExpectedVersion::Any => Ok(-1),
+            ExpectedVersion::NoStream => Ok(0),
+            ExpectedVersion::Exact(version) => i64::try_from(version).map_err(|_| {
+                EventStoreError::InvalidInput(format!("expected version {version} is out of range"))
+            }),
+        })
+        .collect::<Result<Vec<i64>, _>>()?;
+    let counts: Vec<i64> = appends.iter().map(|a| a.events.len() as i64).collect();
+    let first_ids: Vec<Uuid> = appends.iter().map(|a| a.events[0].event_id).collect();
+    let events: Vec<NewEvent> = appends
+        .iter()
+        .flat_map(|a| a.events.iter().cloned())
+        .collect();
+    let (stream_ords, seqs): (Vec<i64>, Vec<i64>) = appends
+        .iter()
+        .enumerate()
+        .flat_map(|(index, a)| (1..=a.events.len() as i64).map(move |seq| (index as i64 + 1, seq)))
+        .unzip();
+    let columns = EventColumns::from(events.as_slice());
+    let rows = sqlx::query(SQL)
+        .bind(&stream_ids)
+        .bind(&expected)
+        .bind(&counts)
+        .bind(&first_ids)
+        .bind(&stream_ords)
+        .bind(&seqs)
+        .bind(&columns.event_ids)
+        .bind(&columns.event_types)
+        .bind(&columns.schema_versions)
+        .bind(&columns.payloads)
+        .bind(&columns.correlation_ids)
+        .bind(&columns.causation_ids)
+        .bind(&columns.actors)
+        .bind(&columns.traceparents)
+        .bind(&columns.tracestates)
+        .bind(appends.len() as i64)
+        .fetch_all(&mut *conn)
+        .await?;
+    if rows.len() != appends.len() {
+        return Ok(None);
+    }
+    let mut by_stream = std::collections::HashMap::with_capacity(rows.len());
+    for row in rows {
+        let stream_id: String = row.try_get(0)?;
+        by_stream.insert(
+            stream_id,
+            AppendResult {
+                stream_version: to_u64(row.try_get(1)?, 0)?,
+                global_position: to_u64(row.try_get(2)?, 0)?,
+                deduplicated: false,
+            },
+        );
+    }
+    appends
+        .iter()
+        .map(|a| {
+            by_stream
+                .remove(&a.stream_id)
+                .ok_or_else(|| EventStoreError::Corrupt {
+                    global_position: 0,
+                    reason: format!(
+                        "the multi-stream append returned no row for stream '{}'",
+                        a.stream_id
+                    ),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 /// A batch split into one array per column, for `unnest`.

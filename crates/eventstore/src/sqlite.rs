@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::error::EventStoreError;
 use crate::event::{
     AppendResult, EventMetadata, ExpectedVersion, LogPosition, NewEvent, RecordedEvent, Snapshot,
-    version_matches,
+    StreamAppend, version_matches,
 };
 use crate::store::{StoredId, resolve_unappended, to_u64};
 
@@ -78,6 +78,36 @@ pub(crate) async fn append(
         global_position: to_u64(global_position, 0)?,
         deduplicated: false,
     })
+}
+
+/// Appends to many streams inside the caller's `BEGIN IMMEDIATE` transaction, all or nothing: a
+/// savepoint undoes the streams already appended when one fails.
+pub(crate) async fn append_streams(
+    conn: &mut SqliteConnection,
+    appends: &[StreamAppend],
+) -> Result<Vec<AppendResult>, EventStoreError> {
+    sqlx::query("SAVEPOINT patchbay_append_streams")
+        .execute(&mut *conn)
+        .await?;
+    let mut results = Vec::with_capacity(appends.len());
+    for part in appends {
+        match append(&mut *conn, &part.stream_id, part.expected, &part.events).await {
+            Ok(result) => results.push(result),
+            Err(error) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT patchbay_append_streams")
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query("RELEASE SAVEPOINT patchbay_append_streams")
+                    .execute(&mut *conn)
+                    .await?;
+                return Err(error);
+            }
+        }
+    }
+    sqlx::query("RELEASE SAVEPOINT patchbay_append_streams")
+        .execute(&mut *conn)
+        .await?;
+    Ok(results)
 }
 
 async fn stored_ids(

@@ -15,8 +15,8 @@ use uuid::Uuid;
 
 use crate::error::EventStoreError;
 use crate::event::{
-    AppendResult, ExpectedVersion, LogPosition, NewEvent, RecordedEvent, Snapshot, validate_append,
-    validate_stream_id,
+    AppendResult, ExpectedVersion, LogPosition, NewEvent, RecordedEvent, Snapshot, StreamAppend,
+    validate_append, validate_append_streams, validate_stream_id,
 };
 use crate::subscription::Subscription;
 use crate::upcast::Upcasters;
@@ -174,6 +174,17 @@ impl EventStore {
                 Ok(result)
             }
         }
+    }
+
+    /// Appends to several streams in one transaction; see [`Transaction::append_streams`].
+    pub async fn append_streams(
+        &self,
+        appends: &[StreamAppend],
+    ) -> Result<Vec<AppendResult>, EventStoreError> {
+        let mut tx = self.begin().await?;
+        let results = tx.append_streams(appends).await?;
+        tx.commit().await?;
+        Ok(results)
     }
 
     /// Opens a write transaction: record inbox rows, append, save checkpoints, then commit once.
@@ -441,6 +452,29 @@ impl Transaction {
         }?;
         self.appended |= !result.deduplicated;
         Ok(result)
+    }
+
+    /// Appends to many streams at once, each at its own expected version: all of them, or (on a
+    /// conflict or a reused event id in any stream) none, with the transaction still usable.
+    ///
+    /// Each stream behaves as [`Transaction::append`] would: a typed conflict naming the stream, and
+    /// a part whose event ids are all stored already is an idempotent retry (`deduplicated: true`).
+    /// Results come in the order of `appends`. On PostgreSQL every version is claimed and every row
+    /// inserted in one statement, which is what makes appending to thousands of streams fast.
+    pub async fn append_streams(
+        &mut self,
+        appends: &[StreamAppend],
+    ) -> Result<Vec<AppendResult>, EventStoreError> {
+        validate_append_streams(appends)?;
+        if appends.is_empty() {
+            return Ok(Vec::new());
+        }
+        let results = match &mut self.inner {
+            TxInner::Postgres(tx) => postgres::append_streams(tx, appends).await,
+            TxInner::Sqlite(tx) => sqlite::append_streams(tx, appends).await,
+        }?;
+        self.appended |= results.iter().any(|r| !r.deduplicated);
+        Ok(results)
     }
 
     /// Records that `consumer` handled `event_id`. Returns false if it already had: the caller must

@@ -12,6 +12,9 @@ use crate::store::{EventStore, Transaction};
 const IDLE_POLL: Duration = Duration::from_millis(250);
 /// First re-poll after a wake-up that found nothing visible yet (an earlier transaction still open).
 const HIDDEN_RETRY: Duration = Duration::from_millis(2);
+/// Longest pause between re-polls while events stay hidden: on a busy server some transaction is
+/// almost always open, and backing off further would add its whole length to delivery latency.
+const HIDDEN_RETRY_MAX: Duration = Duration::from_millis(10);
 
 /// Reads the log from a saved checkpoint to the end, then waits for new events.
 ///
@@ -80,12 +83,12 @@ impl Subscription {
                 return Ok(events);
             }
             // After a wake-up that found nothing, the new events sit behind a transaction that is
-            // still open (PostgreSQL): re-poll quickly, backing off to the idle interval.
+            // still open (PostgreSQL): re-poll quickly, backing off a little.
             let wait = hidden_retry.unwrap_or(IDLE_POLL);
             match tokio::time::timeout(wait, self.wake.changed()).await {
                 Ok(Ok(())) => hidden_retry = Some(HIDDEN_RETRY),
                 Ok(Err(_)) => tokio::time::sleep(wait).await,
-                Err(_) => hidden_retry = hidden_retry.map(|d| (d * 2).min(IDLE_POLL)),
+                Err(_) => hidden_retry = hidden_retry.map(|d| (d * 2).min(HIDDEN_RETRY_MAX)),
             }
         }
     }

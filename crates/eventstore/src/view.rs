@@ -56,6 +56,8 @@ impl<P> DerefMut for Positioned<P> {
 pub struct LiveView<P> {
     store: EventStore,
     state: Arc<RwLock<Positioned<P>>>,
+    /// Tells waiters (e.g. a planner, a job stream) that the view moved on.
+    changed: Arc<tokio::sync::watch::Sender<LogPosition>>,
 }
 
 impl<P> Clone for LiveView<P> {
@@ -63,6 +65,7 @@ impl<P> Clone for LiveView<P> {
         Self {
             store: self.store.clone(),
             state: Arc::clone(&self.state),
+            changed: Arc::clone(&self.changed),
         }
     }
 }
@@ -76,6 +79,7 @@ impl<P: Projection> LiveView<P> {
         let view = Self {
             store,
             state: Arc::default(),
+            changed: Arc::new(tokio::sync::watch::Sender::new(LogPosition::START)),
         };
         view.catch_up().await?;
         Ok(view)
@@ -87,6 +91,11 @@ impl<P: Projection> LiveView<P> {
 
     pub fn read(&self) -> RwLockReadGuard<'_, Positioned<P>> {
         self.state.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A receiver that is marked changed whenever the view applies new events.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<LogPosition> {
+        self.changed.subscribe()
     }
 
     fn write(&self) -> RwLockWriteGuard<'_, Positioned<P>> {
@@ -144,13 +153,21 @@ impl<P: Projection> LiveView<P> {
 
     /// Applies the events after the view's position; another task may have applied some already.
     fn apply_new(&self, events: &[RecordedEvent]) -> Result<(), ViewError<P::Error>> {
-        let mut state = self.write();
-        for event in events {
-            if event.position > state.position {
-                state.projection.apply(event).map_err(ViewError::Apply)?;
-                state.position = event.position;
+        let position = {
+            let mut state = self.write();
+            for event in events {
+                if event.position > state.position {
+                    state.projection.apply(event).map_err(ViewError::Apply)?;
+                    state.position = event.position;
+                }
             }
-        }
+            state.position
+        };
+        self.changed.send_if_modified(|seen| {
+            let moved = position > *seen;
+            *seen = position.max(*seen);
+            moved
+        });
         Ok(())
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use patchbay_eventstore::{
     EventStore, EventStoreError, ExpectedVersion, LogPosition, NewEvent, Snapshot, StoreOptions,
-    Upcasters,
+    StreamAppend, Upcasters,
 };
 use patchbay_testkit::{TestPostgres, TestSqlite};
 
@@ -84,7 +84,151 @@ on_every_backend!(
     subscription_catches_up_then_follows_live_and_resumes_from_its_checkpoint,
     snapshots_return_the_newest_at_or_below_a_version,
     bad_input_is_refused_before_it_reaches_the_log,
+    multi_stream_appends_are_all_or_nothing_with_per_stream_semantics,
+    multi_stream_appends_of_thousands_of_streams_keep_their_order,
 );
+
+async fn multi_stream_appends_are_all_or_nothing_with_per_stream_semantics(store: EventStore) {
+    store
+        .append("existing", ExpectedVersion::NoStream, &[event("E", "0")])
+        .await
+        .unwrap();
+    let parts = vec![
+        StreamAppend::new(
+            "fresh",
+            ExpectedVersion::NoStream,
+            vec![event("E", "1"), event("E", "2")],
+        ),
+        StreamAppend::new("existing", ExpectedVersion::Exact(1), vec![event("E", "3")]),
+        StreamAppend::new("anything", ExpectedVersion::Any, vec![event("E", "4")]),
+        StreamAppend::new("zero", ExpectedVersion::Exact(0), vec![event("E", "5")]),
+    ];
+    let results = store.append_streams(&parts).await.unwrap();
+    let versions: Vec<_> = results
+        .iter()
+        .map(|r| (r.stream_version, r.deduplicated))
+        .collect();
+    assert_eq!(
+        versions,
+        vec![(2, false), (2, false), (1, false), (1, false)]
+    );
+    assert!(
+        results
+            .windows(2)
+            .all(|w| w[0].global_position < w[1].global_position)
+    );
+    let payloads: Vec<_> = settled(&store)
+        .await
+        .into_iter()
+        .map(|e| e.payload)
+        .collect();
+    assert_eq!(
+        payloads,
+        ["0", "1", "2", "3", "4", "5"].map(|p| p.as_bytes().to_vec())
+    );
+
+    // A retry of the same parts (same event ids, now stale expectations) appends nothing.
+    let retry = store.append_streams(&parts).await.unwrap();
+    assert!(retry.iter().all(|r| r.deduplicated));
+    assert_eq!(
+        retry.iter().map(|r| r.stream_version).collect::<Vec<_>>(),
+        vec![2, 2, 1, 1]
+    );
+
+    // One stale stream fails the whole append with a conflict naming it; the transaction stays usable.
+    let mut tx = store.begin().await.unwrap();
+    let error = tx
+        .append_streams(&[
+            StreamAppend::new("new-1", ExpectedVersion::NoStream, vec![event("E", "6")]),
+            StreamAppend::new("existing", ExpectedVersion::Exact(1), vec![event("E", "7")]),
+            StreamAppend::new("new-2", ExpectedVersion::Any, vec![event("E", "8")]),
+        ])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, EventStoreError::Conflict { stream_id, actual: Some(2), .. } if stream_id == "existing"),
+        "{error:?}"
+    );
+    tx.append("after", ExpectedVersion::NoStream, &[event("E", "9")])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(store.stream_version("new-1").await.unwrap(), None);
+    assert_eq!(store.stream_version("new-2").await.unwrap(), None);
+    assert_eq!(store.stream_version("after").await.unwrap(), Some(1));
+
+    // A reused event id beyond a part's first event fails it all (as it fails a single append).
+    let reused = parts[0].events[1].clone();
+    let error = store
+        .append_streams(&[
+            StreamAppend::new("new-3", ExpectedVersion::NoStream, vec![event("E", "10")]),
+            StreamAppend::new(
+                "new-4",
+                ExpectedVersion::NoStream,
+                vec![event("E", "11"), reused],
+            ),
+        ])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            EventStoreError::EventIdReused { .. } | EventStoreError::Database(_)
+        ),
+        "{error:?}"
+    );
+    assert_eq!(store.stream_version("new-3").await.unwrap(), None);
+    assert_eq!(settled(&store).await.len(), 7);
+
+    let twice = store
+        .append_streams(&[
+            StreamAppend::new("x", ExpectedVersion::Any, vec![event("E", "a")]),
+            StreamAppend::new("x", ExpectedVersion::Any, vec![event("E", "b")]),
+        ])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(twice, EventStoreError::InvalidInput(_)),
+        "{twice:?}"
+    );
+    assert!(store.append_streams(&[]).await.unwrap().is_empty());
+}
+
+async fn multi_stream_appends_of_thousands_of_streams_keep_their_order(store: EventStore) {
+    let parts: Vec<StreamAppend> = (0..3_000)
+        .map(|i| {
+            StreamAppend::new(
+                format!("approval-{i:05}"),
+                ExpectedVersion::NoStream,
+                vec![event("UpdateApproved", &i.to_string())],
+            )
+        })
+        .collect();
+    let results = store.append_streams(&parts).await.unwrap();
+    assert_eq!(results.len(), 3_000);
+    let next: Vec<StreamAppend> = parts
+        .iter()
+        .rev()
+        .map(|p| {
+            StreamAppend::new(
+                p.stream_id.clone(),
+                ExpectedVersion::Exact(1),
+                vec![event("ApprovalReset", "")],
+            )
+        })
+        .collect();
+    store.append_streams(&next).await.unwrap();
+    let events = settled(&store).await;
+    assert_eq!(events.len(), 6_000);
+    assert!(
+        events[..3_000]
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.payload == i.to_string().into_bytes() && e.stream_version == 1)
+    );
+    assert_eq!(events[3_000].stream_id, "approval-02999");
+    assert!(events[3_000..].iter().all(|e| e.stream_version == 2));
+}
 
 async fn appended_events_read_back_in_stream_order(store: EventStore) {
     let first = store
