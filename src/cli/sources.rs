@@ -1,4 +1,4 @@
-//! `patchbay sources import-apt|import-kev`: send update sources to the catalog.
+//! `patchbay sources import-apt|import-kev|import-manifest`: send update sources to the catalog.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +16,8 @@ const CHUNK: usize = 1024 * 1024;
 const SHOWN_PROBLEMS: usize = 10;
 
 #[derive(Debug, clap::Subcommand)]
+// The variants name the subcommands (`import-apt`, `import-kev`, `import-manifest`).
+#[allow(clippy::enum_variant_names)]
 pub enum SourcesCommand {
     /// Import apt `Packages` indexes (plain, .gz, .xz or .lz4), e.g. /var/lib/apt/lists/*_Packages.lz4.
     ImportApt {
@@ -33,6 +35,9 @@ pub enum SourcesCommand {
     },
     /// Import the CISA Known Exploited Vulnerabilities catalog (known_exploited_vulnerabilities.json).
     ImportKev { path: PathBuf },
+    /// Import an update manifest (JSON) of managed apps or vendors without an apt repository;
+    /// the format is in docs/update-manifest.md.
+    ImportManifest { path: PathBuf },
 }
 
 pub async fn run(args: &ClientArgs, command: SourcesCommand) -> anyhow::Result<()> {
@@ -64,6 +69,17 @@ pub async fn run(args: &ClientArgs, command: SourcesCommand) -> anyhow::Result<(
                     json,
                     source: String::new(),
                 })
+                .await
+                .map_err(super::status_error)?
+                .into_inner();
+            progress.finish_and_clear();
+            summaries.push((path, summary));
+        }
+        SourcesCommand::ImportManifest { path } => {
+            let json = read(&path)?;
+            let progress = spinner(&format!("importing {}", path.display()));
+            let summary = client
+                .import_manifest(pb::ImportManifestRequest { json })
                 .await
                 .map_err(super::status_error)?
                 .into_inner();

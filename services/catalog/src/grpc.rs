@@ -5,7 +5,7 @@ use patchbay_proto::catalog::v1::catalog_service_server::CatalogService;
 use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::import::{apt, kev};
+use crate::import::{apt, kev, manifest};
 use crate::service::{Catalog, CatalogServiceError, ImportOutcome};
 use crate::view::UpdateFilter;
 
@@ -137,6 +137,41 @@ impl CatalogService for CatalogApi {
         Ok(Response::new(summary(read, outcome, problems)))
     }
 
+    async fn import_manifest(
+        &self,
+        request: Request<pb::ImportManifestRequest>,
+    ) -> Result<Response<pb::ImportSummary>, Status> {
+        let actor = patchbay_proto::request_actor(&request);
+        let parsed = manifest::parse(&request.into_inner().json)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let problems = parsed
+            .rejected
+            .into_iter()
+            .map(|(index, message)| pb::ImportProblem {
+                line: index as u64,
+                message: format!("entry {index}: {message}"),
+            })
+            .collect();
+        let (entries, updates): (Vec<usize>, Vec<_>) = parsed
+            .updates
+            .into_iter()
+            .map(|(index, id, details)| (index, (id, details)))
+            .unzip();
+        let mut outcome = self
+            .catalog
+            .publish_updates(updates, &actor)
+            .await
+            .map_err(to_status)?;
+        // The domain's refusals count the updates passed on; report them by manifest entry.
+        for (index, message) in &mut outcome.rejected {
+            *index = entries.get(*index).copied().unwrap_or(*index);
+            *message = format!("entry {index}: {message}");
+        }
+        let mut summary = summary(parsed.entries_read, outcome, problems);
+        summary.problems.sort_by_key(|problem| problem.line);
+        Ok(Response::new(summary))
+    }
+
     async fn list_updates(
         &self,
         request: Request<pb::ListUpdatesRequest>,
@@ -243,5 +278,80 @@ impl CatalogService for CatalogApi {
             vulnerabilities,
             statistics: Some(statistics),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use patchbay_eventstore::{EventStore, LogPosition};
+    use patchbay_testkit::TestSqlite;
+
+    use super::*;
+
+    async fn import(api: &CatalogApi, json: &[u8]) -> Result<pb::ImportSummary, Status> {
+        api.import_manifest(Request::new(pb::ImportManifestRequest {
+            json: json.to_vec(),
+        }))
+        .await
+        .map(Response::into_inner)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_manifest_imports_once_and_a_changed_entry_is_a_revision() {
+        let dir = TestSqlite::new();
+        let store = EventStore::connect(&dir.url("catalog.db")).await.unwrap();
+        let api = CatalogApi::new(Catalog::open(store.clone()).await.unwrap());
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/managed-apps.json"
+        );
+        let fixture = std::fs::read(path).unwrap();
+
+        let first = import(&api, &fixture).await.unwrap();
+        assert_eq!(
+            (
+                first.entries_read,
+                first.published,
+                first.revised,
+                first.unchanged
+            ),
+            (4, 4, 0, 0)
+        );
+        assert!(first.problems.is_empty(), "{:?}", first.problems);
+        let again = import(&api, &fixture).await.unwrap();
+        assert_eq!((again.published, again.revised, again.unchanged), (0, 0, 4));
+        assert_eq!(store.count_after(LogPosition::START).await.unwrap(), 4);
+
+        let mut changed: serde_json::Value = serde_json::from_slice(&fixture).unwrap();
+        changed["updates"][1]["eula"]["text"] = "A new EULA text.".into();
+        changed["updates"][2]["kind"] = "second-party".into();
+        let summary = import(&api, &serde_json::to_vec(&changed).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            (summary.published, summary.revised, summary.unchanged),
+            (0, 1, 2)
+        );
+        assert_eq!(summary.problems.len(), 1);
+        assert_eq!(summary.problems[0].line, 2);
+        assert!(
+            summary.problems[0].message.starts_with(
+                "entry 2: update 'app:patchbay-collector:3.0.0-1:amd64': field `kind`"
+            ),
+            "{:?}",
+            summary.problems
+        );
+        {
+            let view = api.catalog.view();
+            let reporting = &view.updates["app:patchbay-reporting:2.1.0-1:amd64"].state;
+            assert_eq!(reporting.revision, 2);
+        }
+
+        let error = import(&api, b"{\"updates\": []}").await.unwrap_err();
+        assert_eq!(error.code(), tonic::Code::InvalidArgument);
+        assert!(
+            error.message().contains("not an update manifest"),
+            "{error}"
+        );
     }
 }

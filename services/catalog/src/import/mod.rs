@@ -1,4 +1,5 @@
-//! Importers that turn a source's data (CISA KEV JSON, apt indexes) into catalog commands.
+//! Importers that turn a source's data (CISA KEV JSON, apt indexes, update manifests) into catalog commands.
 
 pub mod apt;
 pub mod kev;
+pub mod manifest;
