@@ -14,14 +14,18 @@ use crate::host::Host;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ServiceName {
     Catalog,
+    Approvals,
     Scanning,
+    Installing,
 }
 
 impl ServiceName {
     pub fn as_str(self) -> &'static str {
         match self {
             ServiceName::Catalog => "catalog",
+            ServiceName::Approvals => "approvals",
             ServiceName::Scanning => "scanning",
+            ServiceName::Installing => "installing",
         }
     }
 }

@@ -4,12 +4,17 @@
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
+use patchbay_approvals::Approvals;
+use patchbay_approvals::observer::{self as approvals_observer, CatalogObserver};
 use patchbay_bus::{Bus, ConsumerConfig, ConsumerRunner, Relay};
 use patchbay_catalog::Catalog;
 use patchbay_catalog::stats::{self, DeviceRequirementsRecorder};
 use patchbay_eventstore::EventStore;
+use patchbay_installing::Installing;
+use patchbay_installing::observer::OBSERVERS as INSTALLING_OBSERVERS;
 use patchbay_scanning::Scanning;
 use patchbay_scanning::indexer::{self, CatalogIndexer};
+use patchbay_scanning::install_guard::{self, InstallGuard};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +28,9 @@ pub struct Host {
     stores: Vec<(&'static str, EventStore)>,
     bus: Bus,
     catalog: Option<Catalog>,
+    approvals: Option<Approvals>,
     scanning: Option<Scanning>,
+    installing: Option<Installing>,
     mode: &'static str,
 }
 
@@ -49,11 +56,27 @@ impl Host {
             ),
             None => None,
         };
+        let approvals = match store("approvals") {
+            Some(store) => Some(
+                Approvals::open(store, server_version()?)
+                    .await
+                    .context("cannot read the approvals log")?,
+            ),
+            None => None,
+        };
         let scanning = match store("scanning") {
             Some(store) => Some(
                 Scanning::open(store)
                     .await
                     .context("cannot read the scanning log")?,
+            ),
+            None => None,
+        };
+        let installing = match store("installing") {
+            Some(store) => Some(
+                Installing::open(store, server_version()?)
+                    .await
+                    .context("cannot read the installing log")?,
             ),
             None => None,
         };
@@ -65,7 +88,9 @@ impl Host {
             stores,
             bus,
             catalog,
+            approvals,
             scanning,
+            installing,
             mode,
         })
     }
@@ -98,6 +123,18 @@ impl Host {
             let token = shutdown.child_token();
             tasks.push(tokio::spawn(async move { Ok(runner.run(token).await?) }));
         }
+        if let Some(approvals) = &self.approvals {
+            let (view, token) = (approvals.clone(), shutdown.child_token());
+            tasks.push(tokio::spawn(async move { Ok(view.follow(token).await?) }));
+            let runner = ConsumerRunner::new(
+                ConsumerConfig::new(approvals_observer::CONSUMER, "catalog"),
+                approvals.store().clone(),
+                self.bus.clone(),
+                CatalogObserver::new(approvals.clone()),
+            );
+            let token = shutdown.child_token();
+            tasks.push(tokio::spawn(async move { Ok(runner.run(token).await?) }));
+        }
         if let Some(scanning) = &self.scanning {
             let (view, token) = (scanning.clone(), shutdown.child_token());
             tasks.push(tokio::spawn(async move { Ok(view.follow(token).await?) }));
@@ -109,16 +146,55 @@ impl Host {
             );
             let token = shutdown.child_token();
             tasks.push(tokio::spawn(async move { Ok(runner.run(token).await?) }));
+            let runner = ConsumerRunner::new(
+                ConsumerConfig {
+                    filter_subject: Some(
+                        self.bus
+                            .subjects()
+                            .event("installing", install_guard::EVENT_TYPE),
+                    ),
+                    ..ConsumerConfig::new(install_guard::CONSUMER, "installing")
+                },
+                scanning.store().clone(),
+                self.bus.clone(),
+                InstallGuard::new(scanning.clone()),
+            );
+            let token = shutdown.child_token();
+            tasks.push(tokio::spawn(async move { Ok(runner.run(token).await?) }));
             scanning.ensure_default_task().await?;
             tasks.push(tokio::spawn(run_schedule(
                 scanning.clone(),
                 shutdown.child_token(),
             )));
         }
+        if let Some(installing) = &self.installing {
+            let (view, token) = (installing.clone(), shutdown.child_token());
+            tasks.push(tokio::spawn(async move { Ok(view.follow(token).await?) }));
+            for observer in INSTALLING_OBSERVERS {
+                let runner = ConsumerRunner::new(
+                    ConsumerConfig::new(observer.consumer, observer.service),
+                    installing.store().clone(),
+                    self.bus.clone(),
+                    observer,
+                );
+                let token = shutdown.child_token();
+                tasks.push(tokio::spawn(async move { Ok(runner.run(token).await?) }));
+            }
+            let (planner, token) = (installing.clone(), shutdown.child_token());
+            tasks.push(tokio::spawn(async move {
+                Ok(patchbay_installing::planner::run_planner(planner, token).await?)
+            }));
+            tasks.push(tokio::spawn(run_install_schedule(
+                installing.clone(),
+                shutdown.child_token(),
+            )));
+        }
         let hosted = grpc::Hosted {
             stores: self.stores,
             catalog: self.catalog,
+            approvals: self.approvals,
             scanning: self.scanning,
+            installing: self.installing,
             mode: self.mode,
         };
         let served = grpc::serve(self.listener, hosted, shutdown.clone()).await;
@@ -151,4 +227,32 @@ async fn run_schedule(scanning: Scanning, shutdown: CancellationToken) -> anyhow
             () = tokio::time::sleep(SCHEDULE_TICK) => {}
         }
     }
+}
+
+/// Runs install tasks with a daily or weekly schedule when they are due.
+async fn run_install_schedule(
+    installing: Installing,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        match installing.run_due_tasks(chrono::Utc::now()).await {
+            Ok(runs) => {
+                for (task_id, run) in runs {
+                    tracing::info!(%task_id, run, "scheduled install run started");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "scheduled installs failed; retrying at the next tick")
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(SCHEDULE_TICK) => {}
+        }
+    }
+}
+
+/// This Patchbay's version: updates that need a newer server are never approved or installed.
+pub fn server_version() -> anyhow::Result<semver::Version> {
+    semver::Version::parse(env!("CARGO_PKG_VERSION")).context("the package version is not semver")
 }

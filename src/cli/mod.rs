@@ -2,10 +2,16 @@
 //! client, talking to a running server over gRPC (one command per file).
 
 mod agent;
+mod approval_rules;
+mod approve;
 mod devices;
+mod eula;
 mod info;
+mod jobs;
 mod output;
+mod report;
 mod sources;
+mod tasks;
 mod updates;
 
 use std::net::SocketAddr;
@@ -89,7 +95,7 @@ enum Command {
         #[command(subcommand)]
         command: sources::SourcesCommand,
     },
-    /// Run the device agent: register, report the inventory (and later run install jobs).
+    /// Run the device agent: register, report the inventory, run the install jobs the server sends.
     Agent(agent::AgentArgs),
     /// Devices, their inventories and required updates.
     Devices {
@@ -112,6 +118,36 @@ enum Command {
         #[command(subcommand)]
         command: updates::UpdatesCommand,
     },
+    /// EULAs updates need: accept or decline their current text.
+    Eula {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: eula::EulaCommand,
+    },
+    /// Auto-approval rules: approve or decline matching updates as they arrive.
+    ApprovalRules {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: approval_rules::ApprovalRulesCommand,
+    },
+    /// Install tasks: "Install required updates and fix vulnerabilities", "Install Windows Update updates".
+    Tasks {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: tasks::TasksCommand,
+    },
+    /// Install and uninstall jobs and their results.
+    Jobs {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: jobs::JobsCommand,
+    },
+    /// Reports (`report installs`: results of installation of updates; -o table|json|csv|html).
+    Report(report::ReportArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -222,7 +258,12 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Info { client } => info::run(&client).await,
         Command::Sources { client, command } => sources::run(&client, command).await,
         Command::Updates { client, command } => updates::run(&client, command).await,
+        Command::Eula { client, command } => eula::run(&client, command).await,
+        Command::ApprovalRules { client, command } => approval_rules::run(&client, command).await,
         Command::Agent(args) => agent::run(args).await,
+        Command::Tasks { client, command } => tasks::run(&client, command).await,
+        Command::Jobs { client, command } => jobs::run(&client, command).await,
+        Command::Report(args) => report::run(args).await,
         Command::Devices { client, command } => devices::devices(&client, command).await,
         Command::Scan { client, command } => devices::scan(&client, command).await,
     }

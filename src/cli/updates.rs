@@ -1,6 +1,7 @@
 //! `patchbay updates list|show`: the SOFTWARE UPDATES list and one update's detail.
 
 use clap::ValueEnum;
+use patchbay_proto::approvals::v1::ApprovalStatus;
 use patchbay_proto::catalog::v1 as pb;
 use patchbay_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 
@@ -13,6 +14,12 @@ pub enum UpdatesCommand {
     List(ListArgs),
     /// Show one update with its revisions and vulnerabilities.
     Show { update_id: String },
+    /// Approve updates, by id or by filter: they may then be installed where install rules allow.
+    Approve(super::approve::ApproveArgs),
+    /// Decline updates, by id or by filter: they are never installed again.
+    Decline(super::approve::ApproveArgs),
+    /// Set updates back to Undefined, by id or by filter.
+    Reset(super::approve::ApproveArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -48,7 +55,7 @@ pub struct ListArgs {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum ClassificationArg {
+pub(super) enum ClassificationArg {
     Critical,
     Security,
     Definition,
@@ -62,7 +69,7 @@ enum ClassificationArg {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum SeverityArg {
+pub(super) enum SeverityArg {
     Low,
     Moderate,
     Important,
@@ -70,14 +77,14 @@ enum SeverityArg {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-enum KindArg {
+pub(super) enum KindArg {
     FirstParty,
     ThirdParty,
     Windows,
 }
 
 impl ClassificationArg {
-    fn proto(self) -> pb::Classification {
+    pub(super) fn proto(self) -> pb::Classification {
         use pb::Classification as C;
         match self {
             Self::Critical => C::Critical,
@@ -95,7 +102,7 @@ impl ClassificationArg {
 }
 
 impl SeverityArg {
-    fn proto(self) -> pb::Severity {
+    pub(super) fn proto(self) -> pb::Severity {
         match self {
             Self::Low => pb::Severity::Low,
             Self::Moderate => pb::Severity::Moderate,
@@ -106,7 +113,7 @@ impl SeverityArg {
 }
 
 impl KindArg {
-    fn proto(self) -> pb::UpdateKind {
+    pub(super) fn proto(self) -> pb::UpdateKind {
         match self {
             Self::FirstParty => pb::UpdateKind::FirstParty,
             Self::ThirdParty => pb::UpdateKind::ThirdParty,
@@ -116,8 +123,18 @@ impl KindArg {
 }
 
 pub async fn run(args: &ClientArgs, command: UpdatesCommand) -> anyhow::Result<()> {
-    let mut client = CatalogServiceClient::new(args.channel().await?);
+    let channel = args.channel().await?;
+    let mut client = CatalogServiceClient::new(channel.clone());
     match command {
+        UpdatesCommand::Approve(approve) => {
+            super::approve::run(channel, args.output, ApprovalStatus::Approved, approve).await
+        }
+        UpdatesCommand::Decline(approve) => {
+            super::approve::run(channel, args.output, ApprovalStatus::Declined, approve).await
+        }
+        UpdatesCommand::Reset(approve) => {
+            super::approve::run(channel, args.output, ApprovalStatus::Undefined, approve).await
+        }
         UpdatesCommand::List(list) => {
             let mut request = pb::ListUpdatesRequest {
                 vendor: list.vendor.unwrap_or_default(),

@@ -3,10 +3,17 @@
 mod system;
 
 use anyhow::Context as _;
+use patchbay_approvals::Approvals;
+use patchbay_approvals::grpc::ApprovalsApi;
 use patchbay_catalog::Catalog;
 use patchbay_catalog::grpc::CatalogApi;
 use patchbay_eventstore::EventStore;
+use patchbay_installing::Installing;
+use patchbay_installing::grpc::{InstallingApi, JobAgentApi};
+use patchbay_proto::approvals::v1::approvals_service_server::ApprovalsServiceServer;
 use patchbay_proto::catalog::v1::catalog_service_server::CatalogServiceServer;
+use patchbay_proto::installing::v1::installing_service_server::InstallingServiceServer;
+use patchbay_proto::installing::v1::job_agent_service_server::JobAgentServiceServer;
 use patchbay_proto::scanning::v1::agent_service_server::AgentServiceServer;
 use patchbay_proto::scanning::v1::scanning_service_server::ScanningServiceServer;
 use patchbay_proto::system::v1::system_service_server::SystemServiceServer;
@@ -24,7 +31,9 @@ pub struct Hosted {
     /// Every hosted service's log, for `SystemService`.
     pub stores: Vec<(&'static str, EventStore)>,
     pub catalog: Option<Catalog>,
+    pub approvals: Option<Approvals>,
     pub scanning: Option<Scanning>,
+    pub installing: Option<Installing>,
     /// "embedded" or "distributed".
     pub mode: &'static str,
 }
@@ -41,7 +50,9 @@ pub async fn serve(
     let Hosted {
         stores,
         catalog,
+        approvals,
         scanning,
+        installing,
         mode,
     } = hosted;
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -65,18 +76,28 @@ pub async fn serve(
         CatalogServiceServer::new(CatalogApi::new(catalog))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
     });
+    let approvals =
+        approvals.map(|approvals| ApprovalsServiceServer::new(ApprovalsApi::new(approvals)));
     let agents = scanning.clone().map(|scanning| {
         AgentServiceServer::new(AgentApi::new(scanning))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
     });
     let scanning = scanning.map(|scanning| ScanningServiceServer::new(ScanningApi::new(scanning)));
+    let job_agents = installing
+        .clone()
+        .map(|installing| JobAgentServiceServer::new(JobAgentApi::new(installing)));
+    let installing =
+        installing.map(|installing| InstallingServiceServer::new(InstallingApi::new(installing)));
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(SystemServiceServer::new(SystemApi::new(stores, mode)))
         .add_optional_service(catalog)
+        .add_optional_service(approvals)
         .add_optional_service(agents)
         .add_optional_service(scanning)
+        .add_optional_service(installing)
+        .add_optional_service(job_agents)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await
         .context("the gRPC server failed")

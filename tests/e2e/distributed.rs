@@ -33,7 +33,16 @@ fn free_address() -> SocketAddr {
 }
 
 async fn serve(service: &str, database_url: &str, nats: &str, prefix: &str) -> Service {
-    let address = free_address();
+    serve_at(service, database_url, nats, prefix, free_address()).await
+}
+
+async fn serve_at(
+    service: &str,
+    database_url: &str,
+    nats: &str,
+    prefix: &str,
+    address: SocketAddr,
+) -> Service {
     let child = Command::new(env!("CARGO_BIN_EXE_patchbay"))
         .args([
             "serve",
@@ -167,5 +176,165 @@ async fn catalog_and_scanning_as_separate_processes_over_nats_and_postgres() {
         .unwrap();
     for service in ["catalog", "scanning", "dlq"] {
         bus.delete_stream(service).await.unwrap();
+    }
+}
+
+/// The install loop of `installing.rs` with every service in its own process, each with its own
+/// PostgreSQL database, over NATS; then the installing service is killed mid-flow and restarted, and
+/// no job is lost or queued twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_install_loop_across_processes_survives_killing_the_installing_service() {
+    use crate::installing::{OPENSSL, Urls, eventually, install_scenario};
+    use patchbay_proto::approvals::v1 as approvals;
+    use patchbay_proto::approvals::v1::approvals_service_client::ApprovalsServiceClient;
+    use patchbay_proto::installing::v1 as installing;
+    use patchbay_proto::installing::v1::installing_service_client::InstallingServiceClient;
+    use patchbay_proto::scanning::v1::agent_service_client::AgentServiceClient;
+
+    let Some(nats) = nats_url() else { return };
+    let mut databases = Vec::new();
+    for _ in 0..4 {
+        let Some(database) = TestPostgres::create().await else {
+            return;
+        };
+        databases.push(database);
+    }
+    let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let names = ["catalog", "approvals", "scanning", "installing"];
+    let mut services = Vec::new();
+    for (name, database) in names.iter().zip(&databases) {
+        services.push(serve(name, &database.url, &nats, &prefix).await);
+    }
+    let url = |i: usize| format!("http://{}", services[i].address);
+    let urls = Urls {
+        catalog: url(0),
+        approvals: url(1),
+        scanning: url(2),
+        installing: url(3),
+    };
+    install_scenario(&urls).await;
+
+    // Twenty more devices need openssl; approving it again (after the scenario declined it) queues
+    // it on each of them, while the installing service is killed and restarted.
+    let mut agents = AgentServiceClient::connect(urls.scanning.clone())
+        .await
+        .unwrap();
+    let mut fleet = Vec::new();
+    for i in 0..20 {
+        let registered = agents
+            .register(pb::RegisterRequest {
+                hostname: format!("fleet-{i}"),
+                groups: vec!["fleet".into()],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        agents
+            .report_inventory(pb::ReportInventoryRequest {
+                device_id: registered.device_id.clone(),
+                credential: registered.credential,
+                inventory: Some(pb::Inventory {
+                    native_architecture: "amd64".into(),
+                    packages: vec![pb::InstalledPackage {
+                        name: "openssl".into(),
+                        version: "3.0.11-1~deb12u2".into(),
+                        architecture: "amd64".into(),
+                    }],
+                    apt_suites: vec!["bookworm-security".into()],
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+        fleet.push(registered.device_id);
+    }
+    let mut scanning = ScanningServiceClient::connect(urls.scanning.clone())
+        .await
+        .unwrap();
+    scanning
+        .run_scan(pb::RunScanRequest {
+            targets: Some(pb::ScanTargets {
+                groups: vec!["fleet".into()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let mut approvals = ApprovalsServiceClient::connect(urls.approvals.clone())
+        .await
+        .unwrap();
+    approvals
+        .set_approval(approvals::SetApprovalRequest {
+            status: approvals::ApprovalStatus::Approved as i32,
+            update_ids: vec![OPENSSL.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Kill it while the approval is on its way, and start it again on the same database.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let installing_address = services[3].address;
+    services.pop();
+    services.push(
+        serve_at(
+            "installing",
+            &databases[3].url,
+            &nats,
+            &prefix,
+            installing_address,
+        )
+        .await,
+    );
+
+    let mut client = InstallingServiceClient::connect(urls.installing.clone())
+        .await
+        .unwrap();
+    let jobs = eventually("openssl queued on all twenty fleet devices", || {
+        let mut client = client.clone();
+        let fleet = fleet.clone();
+        async move {
+            let jobs = client
+                .list_jobs(installing::ListJobsRequest {
+                    update_id: OPENSSL.into(),
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .jobs;
+            let on_fleet = jobs
+                .iter()
+                .filter(|j| fleet.contains(&j.job.as_ref().unwrap().device_id))
+                .count();
+            (on_fleet >= 20).then_some(jobs)
+        }
+    })
+    .await;
+    // Let anything still in flight land, then count again: exactly one job per fleet device.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let jobs_after = client
+        .list_jobs(installing::ListJobsRequest {
+            update_id: OPENSSL.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(jobs_after.len(), jobs.len());
+    for device_id in &fleet {
+        let mine = jobs_after
+            .iter()
+            .filter(|j| &j.job.as_ref().unwrap().device_id == device_id)
+            .count();
+        assert_eq!(mine, 1, "device {device_id} has {mine} jobs");
+    }
+
+    drop(services);
+    let bus = patchbay_bus::Bus::nats(&nats, patchbay_bus::Subjects::new(&prefix).unwrap())
+        .await
+        .unwrap();
+    for service in ["catalog", "approvals", "scanning", "installing", "dlq"] {
+        let _ = bus.delete_stream(service).await;
     }
 }

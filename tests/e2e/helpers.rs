@@ -1,8 +1,11 @@
 //! Spawns the embedded server on a free port with a data directory of its own.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use patchbay::embedded::{EmbeddedConfig, EmbeddedServer};
+use patchbay_proto::catalog::v1 as catalog;
+use patchbay_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use patchbay_testkit::TestSqlite;
 use tokio_util::sync::CancellationToken;
 
@@ -41,4 +44,40 @@ pub async fn spawn_app() -> TestApp {
         shutdown,
         running,
     }
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Imports one apt `Packages` fixture through the catalog API.
+pub async fn import_apt(
+    client: &mut CatalogServiceClient<tonic::transport::Channel>,
+    file: &str,
+    suite: &str,
+) {
+    use catalog::import_apt_index_request::Part;
+    let data = std::fs::read(fixture(file)).unwrap();
+    let header = catalog::AptIndexHeader {
+        file_name: file.into(),
+        suite: suite.into(),
+        origin: "deb.debian.org/debian".into(),
+        ..Default::default()
+    };
+    let messages = vec![
+        catalog::ImportAptIndexRequest {
+            part: Some(Part::Header(header)),
+        },
+        catalog::ImportAptIndexRequest {
+            part: Some(Part::Chunk(data)),
+        },
+    ];
+    let summary = client
+        .import_apt_index(tokio_stream::iter(messages))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(summary.problems.is_empty(), "{:?}", summary.problems);
 }

@@ -2,8 +2,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod approvals;
 mod catalog;
 mod distributed;
 mod helpers;
+mod installing;
+mod managed;
 mod scanning;
 mod server;

@@ -1,7 +1,6 @@
 //! Stages 1-3 end to end in embedded mode: apt indexes imported, a Debian agent reports its dpkg
 //! database once, a scan computes exactly the updates `apt list --upgradable` would show.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use patchbay::agent::{AgentConfig, DebianPaths, Executor, report_once};
@@ -10,42 +9,7 @@ use patchbay_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use patchbay_proto::scanning::v1 as pb;
 use patchbay_proto::scanning::v1::scanning_service_client::ScanningServiceClient;
 
-use crate::helpers::spawn_app;
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-async fn import(
-    client: &mut CatalogServiceClient<tonic::transport::Channel>,
-    file: &str,
-    suite: &str,
-) {
-    use catalog::import_apt_index_request::Part;
-    let data = std::fs::read(fixture(file)).unwrap();
-    let header = catalog::AptIndexHeader {
-        file_name: file.into(),
-        suite: suite.into(),
-        origin: "deb.debian.org/debian".into(),
-        ..Default::default()
-    };
-    let messages = vec![
-        catalog::ImportAptIndexRequest {
-            part: Some(Part::Header(header)),
-        },
-        catalog::ImportAptIndexRequest {
-            part: Some(Part::Chunk(data)),
-        },
-    ];
-    let summary = client
-        .import_apt_index(tokio_stream::iter(messages))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(summary.problems.is_empty(), "{:?}", summary.problems);
-}
+use crate::helpers::{fixture, import_apt as import, spawn_app};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_debian_agent_scan_finds_exactly_the_upgradable_packages() {

@@ -6,6 +6,7 @@ pub mod engine;
 pub mod events;
 pub mod grpc;
 pub mod indexer;
+pub mod install_guard;
 pub mod service;
 pub mod view;
 

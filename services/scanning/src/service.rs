@@ -543,7 +543,7 @@ fn is_due(task: &TaskEntry, now: DateTime<Utc>) -> bool {
             .is_none_or(|last| now - last >= period)
 }
 
-fn task_stream(task_id: &str) -> String {
+pub fn task_stream(task_id: &str) -> String {
     format!("scantask-{task_id}")
 }
 
