@@ -32,11 +32,29 @@ pub enum HandlerError {
 
 /// Reacts to events from another service, appending its own events in the given transaction.
 pub trait EventHandler: Send + Sync + 'static {
+    /// True if [`EventHandler::handle_batch`] handles a batch better than event by event (e.g. with
+    /// one append): the runner then calls it once per fetched batch.
+    const BATCHED: bool = false;
+
     fn handle(
         &self,
         tx: &mut Transaction,
         event: &IncomingEvent,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Handles several new events, in order, in one transaction. The default handles each in turn.
+    fn handle_batch(
+        &self,
+        tx: &mut Transaction,
+        events: &[&IncomingEvent],
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send {
+        async move {
+            for event in events {
+                self.handle(tx, event).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// What one fetch-and-handle pass did.
@@ -160,11 +178,37 @@ impl<H: EventHandler> ConsumerRunner<H> {
         let outcome: Result<Option<RunStats>, HandlerError> = async {
             let mut tx = self.store.begin().await?;
             let mut stats = RunStats::default();
-            for (delivery, incoming) in deliveries.iter().zip(&events) {
-                if !tx
-                    .record_inbox(&self.config.name, incoming.event.event_id)
-                    .await?
+            let ids: Vec<_> = events.iter().map(|e| e.event.event_id).collect();
+            let fresh = tx.record_inbox_many(&self.config.name, &ids).await?;
+            if H::BATCHED {
+                let new: Vec<&IncomingEvent> = events
+                    .iter()
+                    .zip(&fresh)
+                    .filter_map(|(event, fresh)| fresh.then_some(event))
+                    .collect();
+                stats.duplicates = events.len() - new.len();
+                let span = tracing::info_span!(
+                    "consume.batch",
+                    otel.kind = "consumer",
+                    consumer = %self.config.name,
+                    events = new.len(),
+                );
+                if self
+                    .handler
+                    .handle_batch(&mut tx, &new)
+                    .instrument(span)
+                    .await
+                    .is_err()
                 {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                stats.handled = new.len();
+                tx.commit().await?;
+                return Ok(Some(stats));
+            }
+            for ((delivery, incoming), fresh) in deliveries.iter().zip(&events).zip(fresh) {
+                if !fresh {
                     stats.duplicates += 1;
                     continue;
                 }

@@ -452,6 +452,29 @@ pub(crate) async fn record_inbox(
     Ok(result.rows_affected() == 1)
 }
 
+/// One statement for a whole batch: what a consumer handling many events per transaction needs.
+pub(crate) async fn record_inbox_many(
+    conn: &mut PgConnection,
+    consumer: &str,
+    event_ids: &[Uuid],
+) -> Result<Vec<bool>, EventStoreError> {
+    let inserted: std::collections::HashSet<Uuid> = sqlx::query_scalar(
+        "INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::uuid[]) \
+         ON CONFLICT DO NOTHING RETURNING event_id",
+    )
+    .bind(consumer)
+    .bind(event_ids)
+    .fetch_all(conn)
+    .await?
+    .into_iter()
+    .collect();
+    let mut seen = std::collections::HashSet::with_capacity(event_ids.len());
+    Ok(event_ids
+        .iter()
+        .map(|id| seen.insert(*id) && inserted.contains(id))
+        .collect())
+}
+
 pub(crate) async fn load_checkpoint(
     conn: &mut PgConnection,
     name: &str,

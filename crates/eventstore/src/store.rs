@@ -490,6 +490,25 @@ impl Transaction {
         }
     }
 
+    /// Records many events as handled by `consumer` at once; for each id, in order, true if it is
+    /// new (an id already recorded, or repeated earlier in `event_ids`, is false).
+    pub async fn record_inbox_many(
+        &mut self,
+        consumer: &str,
+        event_ids: &[Uuid],
+    ) -> Result<Vec<bool>, EventStoreError> {
+        match &mut self.inner {
+            TxInner::Postgres(tx) => postgres::record_inbox_many(tx, consumer, event_ids).await,
+            TxInner::Sqlite(tx) => {
+                let mut fresh = Vec::with_capacity(event_ids.len());
+                for event_id in event_ids {
+                    fresh.push(sqlite::record_inbox(tx, consumer, *event_id).await?);
+                }
+                Ok(fresh)
+            }
+        }
+    }
+
     /// Saves a subscription checkpoint in this transaction (exactly-once projections).
     pub async fn save_checkpoint(
         &mut self,

@@ -86,6 +86,7 @@ on_every_backend!(
     bad_input_is_refused_before_it_reaches_the_log,
     multi_stream_appends_are_all_or_nothing_with_per_stream_semantics,
     multi_stream_appends_of_thousands_of_streams_keep_their_order,
+    a_batch_of_inbox_rows_reports_which_events_are_new,
 );
 
 async fn multi_stream_appends_are_all_or_nothing_with_per_stream_semantics(store: EventStore) {
@@ -539,6 +540,37 @@ async fn inbox_and_append_commit_or_roll_back_together(store: EventStore) {
     assert!(tx.record_inbox("installing.other", incoming).await.unwrap());
     tx.commit().await.unwrap();
     assert_eq!(settled(&store).await.len(), 1);
+}
+
+async fn a_batch_of_inbox_rows_reports_which_events_are_new(store: EventStore) {
+    let (a, b, c) = (
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+    );
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.record_inbox("consumer", a).await.unwrap());
+    // a was recorded before; b appears twice in the batch: only its first occurrence is new.
+    assert_eq!(
+        tx.record_inbox_many("consumer", &[a, b, c, b])
+            .await
+            .unwrap(),
+        [false, true, true, false]
+    );
+    assert!(
+        tx.record_inbox_many("consumer", &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tx.commit().await.unwrap();
+    let mut tx = store.begin().await.unwrap();
+    assert_eq!(
+        tx.record_inbox_many("consumer", &[c, a]).await.unwrap(),
+        [false, false]
+    );
+    assert_eq!(tx.record_inbox_many("another", &[c]).await.unwrap(), [true]);
+    tx.rollback().await.unwrap();
 }
 
 async fn subscription_catches_up_then_follows_live_and_resumes_from_its_checkpoint(

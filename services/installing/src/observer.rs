@@ -3,7 +3,7 @@
 //! installing service never reads another service's tables, and replaying its log rebuilds it.
 
 use patchbay_bus::{EventHandler, HandlerError, IncomingEvent};
-use patchbay_eventstore::{ExpectedVersion, Transaction};
+use patchbay_eventstore::{ExpectedVersion, NewEvent, Transaction};
 use patchbay_proto::installing::v1 as pb;
 
 use crate::events::{InstallingEvent, SCHEMA_VERSION, facts_stream};
@@ -42,17 +42,15 @@ pub const OBSERVERS: [ForeignObserver; 3] = [
     },
 ];
 
-impl EventHandler for ForeignObserver {
-    async fn handle(
-        &self,
-        tx: &mut Transaction,
-        incoming: &IncomingEvent,
-    ) -> Result<(), HandlerError> {
+impl ForeignObserver {
+    /// The copy of `incoming` for the installing log, if it is one of the events observed. It keeps
+    /// the original's trace context, so the trace goes on through the planner's decisions.
+    fn copy(&self, incoming: &IncomingEvent) -> Option<NewEvent> {
         let event = &incoming.event;
         if incoming.service != self.service
             || !self.event_types.contains(&event.event_type.as_str())
         {
-            return Ok(());
+            return None;
         }
         let observed = InstallingEvent::ForeignEventObserved(pb::ForeignEventObserved {
             service: incoming.service.clone(),
@@ -61,13 +59,44 @@ impl EventHandler for ForeignObserver {
             payload: event.payload.clone(),
             position: event.position.global_position,
         });
-        let copy = incoming.follow_up(
-            observed.event_type(),
-            SCHEMA_VERSION,
-            observed.encode_payload(),
-        );
-        tx.append(&facts_stream(self.service), ExpectedVersion::Any, &[copy])
-            .await?;
+        Some(
+            NewEvent::new(
+                observed.event_type(),
+                SCHEMA_VERSION,
+                observed.encode_payload(),
+            )
+            .caused_by(event)
+            .actor(format!("service:{}", incoming.service))
+            .trace_context(
+                event.metadata.traceparent.clone(),
+                event.metadata.tracestate.clone(),
+            ),
+        )
+    }
+}
+
+impl EventHandler for ForeignObserver {
+    // A fetched batch is copied with one append.
+    const BATCHED: bool = true;
+
+    async fn handle(
+        &self,
+        tx: &mut Transaction,
+        incoming: &IncomingEvent,
+    ) -> Result<(), HandlerError> {
+        self.handle_batch(tx, &[incoming]).await
+    }
+
+    async fn handle_batch(
+        &self,
+        tx: &mut Transaction,
+        events: &[&IncomingEvent],
+    ) -> Result<(), HandlerError> {
+        let copies: Vec<NewEvent> = events.iter().filter_map(|e| self.copy(e)).collect();
+        if !copies.is_empty() {
+            tx.append(&facts_stream(self.service), ExpectedVersion::Any, &copies)
+                .await?;
+        }
         Ok(())
     }
 }

@@ -233,21 +233,23 @@ impl Installing {
         Ok(true)
     }
 
+    /// Commits the planner's appends in one statement (PostgreSQL) and one transaction.
     async fn commit(
         &self,
         appends: &[StreamAppend],
         actor: &str,
     ) -> Result<(), InstallingServiceError> {
-        let mut tx = self.store().begin().await?;
-        for append in appends {
-            tx.append(
-                &append.stream,
-                append.expected,
-                &to_new_events(&append.events, actor),
-            )
-            .await?;
-        }
-        tx.commit().await?;
+        let appends: Vec<patchbay_eventstore::StreamAppend> = appends
+            .iter()
+            .map(|append| {
+                patchbay_eventstore::StreamAppend::new(
+                    append.stream.clone(),
+                    append.expected,
+                    to_new_events(&append.events, actor),
+                )
+            })
+            .collect();
+        self.store().append_streams(&appends).await?;
         Ok(())
     }
 
