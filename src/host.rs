@@ -8,6 +8,8 @@ use patchbay_approvals::Approvals;
 use patchbay_approvals::observer::{self as approvals_observer, CatalogObserver};
 use patchbay_bus::{Bus, ConsumerConfig, ConsumerRunner, Relay};
 use patchbay_catalog::Catalog;
+use patchbay_catalog::approvals::{self as catalog_approvals, ApprovalRecorder};
+use patchbay_catalog::installs::{self as catalog_installs, InstallResultRecorder};
 use patchbay_catalog::stats::{self, DeviceRequirementsRecorder};
 use patchbay_eventstore::EventStore;
 use patchbay_installing::Installing;
@@ -119,6 +121,23 @@ impl Host {
                 catalog.store().clone(),
                 self.bus.clone(),
                 DeviceRequirementsRecorder,
+            );
+            let token = shutdown.child_token();
+            tasks.push(tokio::spawn(async move { Ok(runner.run(token).await?) }));
+            // Several event types each, so no subject filter: the handlers skip the others.
+            let runner = ConsumerRunner::new(
+                ConsumerConfig::new(catalog_approvals::CONSUMER, catalog_approvals::SERVICE),
+                catalog.store().clone(),
+                self.bus.clone(),
+                ApprovalRecorder,
+            );
+            let token = shutdown.child_token();
+            tasks.push(tokio::spawn(async move { Ok(runner.run(token).await?) }));
+            let runner = ConsumerRunner::new(
+                ConsumerConfig::new(catalog_installs::CONSUMER, catalog_installs::SERVICE),
+                catalog.store().clone(),
+                self.bus.clone(),
+                InstallResultRecorder,
             );
             let token = shutdown.child_token();
             tasks.push(tokio::spawn(async move { Ok(runner.run(token).await?) }));

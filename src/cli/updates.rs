@@ -46,6 +46,9 @@ pub struct ListArgs {
     /// Only updates that at least this many devices require.
     #[arg(long, value_name = "N", default_value_t = 0)]
     required_by: u32,
+    /// Only updates with this approval status.
+    #[arg(long, value_enum)]
+    approval: Option<ApprovalArg>,
     /// At most this many updates (one page); see --all.
     #[arg(long, default_value_t = 100)]
     limit: u32,
@@ -74,6 +77,23 @@ pub(super) enum SeverityArg {
     Moderate,
     Important,
     Critical,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ApprovalArg {
+    Approved,
+    Declined,
+    Undefined,
+}
+
+impl ApprovalArg {
+    fn proto(self) -> pb::ApprovalStatus {
+        match self {
+            Self::Approved => pb::ApprovalStatus::Approved,
+            Self::Declined => pb::ApprovalStatus::Declined,
+            Self::Undefined => pb::ApprovalStatus::Undefined,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -146,6 +166,7 @@ pub async fn run(args: &ClientArgs, command: UpdatesCommand) -> anyhow::Result<(
                 known_exploited_only: list.known_exploited,
                 include_expired: list.include_expired,
                 min_required_devices: list.required_by,
+                approval_status: list.approval.map(|a| a.proto() as i32),
                 page_size: if list.all { 1000 } else { list.limit.max(1) },
                 page_token: String::new(),
             };
@@ -178,8 +199,14 @@ pub async fn run(args: &ClientArgs, command: UpdatesCommand) -> anyhow::Result<(
                 .map_err(super::status_error)?
                 .into_inner();
             let update = detail.update.unwrap_or_default();
+            let stats = detail.statistics.unwrap_or_default();
             if args.output == OutputFormat::Json {
                 let mut json = summary_json(&update);
+                json["statistics"] = serde_json::json!({
+                    "required": stats.required, "installed": stats.installed,
+                    "pending": stats.pending, "failed": stats.failed,
+                    "not_applicable": stats.not_required,
+                });
                 json["revisions"] = detail
                     .revisions
                     .iter()
@@ -195,6 +222,14 @@ pub async fn run(args: &ClientArgs, command: UpdatesCommand) -> anyhow::Result<(
             }
             listing(std::slice::from_ref(&update)).print(args.output)?;
             if args.output == OutputFormat::Table {
+                println!(
+                    "devices: {} required, {} installed, {} pending, {} failed, {} not applicable",
+                    stats.required,
+                    stats.installed,
+                    stats.pending,
+                    stats.failed,
+                    stats.not_required
+                );
                 for revision in &detail.revisions {
                     println!(
                         "revision {} recorded {}",
@@ -237,6 +272,17 @@ fn kind(value: i32) -> String {
     label(value, |k: pb::UpdateKind| k.as_str_name(), "UPDATE_KIND_")
 }
 
+/// Undefined (0) is a status too, so it is named rather than left empty.
+fn approval(value: i32) -> String {
+    match pb::ApprovalStatus::try_from(value) {
+        Ok(status) => status
+            .as_str_name()
+            .trim_start_matches("APPROVAL_STATUS_")
+            .to_ascii_lowercase(),
+        Err(_) => String::new(),
+    }
+}
+
 fn summary_json(update: &pb::UpdateSummary) -> serde_json::Value {
     let details = update.details.clone().unwrap_or_default();
     let debian = match &details.applicability {
@@ -253,6 +299,7 @@ fn summary_json(update: &pb::UpdateSummary) -> serde_json::Value {
         "known_exploited": update.known_exploited, "superseded_by": update.superseded_by,
         "expired": update.expired, "source": details.source, "debian": debian,
         "required_by_devices": update.required_by_devices,
+        "approval": approval(update.approval_status),
     })
 }
 
@@ -266,6 +313,7 @@ fn listing(updates: &[pb::UpdateSummary]) -> Listing {
             "severity",
             "CVEs",
             "KEV",
+            "approval",
         ],
         rows: updates
             .iter()
@@ -283,6 +331,7 @@ fn listing(updates: &[pb::UpdateSummary]) -> Listing {
                     } else {
                         String::new()
                     },
+                    approval(u.approval_status),
                 ]
             })
             .collect(),

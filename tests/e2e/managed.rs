@@ -230,6 +230,43 @@ async fn managed_apps_min_version_eula_and_uninstall_with_the_real_agent() {
     let left = eventually("the next scan to see the jobs' effect", required(1)).await;
     assert_eq!(left, [COLLECTOR]);
 
+    // The SOFTWARE UPDATES list learned the jobs and approvals from their events: tools was
+    // uninstalled, the VPN client stays installed, and both are listed as declined.
+    eventually(
+        "the catalog's installation statistics and approval status",
+        || {
+            let mut client = catalog_client.clone();
+            async move {
+                let mut installed = Vec::new();
+                for id in [TOOLS, VPN] {
+                    let detail = client
+                        .get_update(catalog::GetUpdateRequest {
+                            update_id: id.into(),
+                        })
+                        .await
+                        .unwrap()
+                        .into_inner();
+                    installed.push(detail.statistics?.installed);
+                }
+                let mut declined: Vec<String> = client
+                    .list_updates(catalog::ListUpdatesRequest {
+                        approval_status: Some(catalog::ApprovalStatus::Declined as i32),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .updates
+                    .into_iter()
+                    .map(|u| u.update_id)
+                    .collect();
+                declined.sort();
+                (installed == [0, 1] && declined == [VPN, TOOLS]).then_some(())
+            }
+        },
+    )
+    .await;
+
     agent_stop.cancel();
     agent.await.unwrap().unwrap();
     app.stop().await.unwrap();

@@ -12,6 +12,8 @@ patchbay_proto::event_enum! {
         UpdateExpired(pb::UpdateExpired),
         VulnerabilityPublished(pb::VulnerabilityPublished),
         DeviceRequirementsObserved(pb::DeviceRequirementsObserved),
+        ApprovalObserved(pb::ApprovalObserved),
+        InstallJobObserved(pb::InstallJobObserved),
     }
 }
 

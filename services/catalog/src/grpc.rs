@@ -189,6 +189,7 @@ impl CatalogService for CatalogApi {
             known_exploited_only: request.known_exploited_only,
             include_expired: request.include_expired,
             min_required_devices: request.min_required_devices,
+            approval_status: request.approval_status,
         };
         let page_size = match request.page_size as usize {
             0 => DEFAULT_PAGE,
@@ -239,11 +240,15 @@ impl CatalogService for CatalogApi {
                         .and_then(|(state, _)| state.current.clone())
                 })
                 .collect();
+            let installs = view.install_counts(id.as_str());
             let statistics = pb::UpdateStatistics {
                 required: view.required_by(id.as_str()),
                 not_required: view
                     .devices_scanned()
                     .saturating_sub(view.required_by(id.as_str())),
+                installed: installs.installed,
+                pending: installs.pending,
+                failed: installs.failed,
             };
             (update, vulnerabilities, statistics)
         };

@@ -105,7 +105,10 @@ pub fn evolve(mut state: UpdateState, event: &CatalogEvent) -> UpdateState {
         }
         CatalogEvent::UpdateSuperseded(e) => state.superseded_by = Some(e.superseded_by.clone()),
         CatalogEvent::UpdateExpired(_) => state.expired = true,
-        CatalogEvent::VulnerabilityPublished(_) | CatalogEvent::DeviceRequirementsObserved(_) => {}
+        CatalogEvent::VulnerabilityPublished(_)
+        | CatalogEvent::DeviceRequirementsObserved(_)
+        | CatalogEvent::ApprovalObserved(_)
+        | CatalogEvent::InstallJobObserved(_) => {}
     }
     state
 }
