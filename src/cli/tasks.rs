@@ -8,6 +8,7 @@ use patchbay_proto::installing::v1::installing_service_client::InstallingService
 
 use super::ClientArgs;
 use super::output::Listing;
+use super::updates::{ClassificationArg, SeverityArg};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TasksCommand {
@@ -137,30 +138,6 @@ enum ScheduleArg {
     Weekly,
 }
 
-/// The same names `patchbay updates list --classification` accepts.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum ClassificationArg {
-    Critical,
-    Security,
-    Definition,
-    FeaturePack,
-    ServicePack,
-    Tool,
-    UpdateRollup,
-    Update,
-    Driver,
-    Upgrade,
-}
-
-/// The same names `patchbay updates list --min-severity` accepts.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum SeverityArg {
-    Low,
-    Moderate,
-    Important,
-    Critical,
-}
-
 impl ApprovalArg {
     fn proto(self) -> pb::ApprovalRequirement {
         match self {
@@ -196,35 +173,6 @@ impl ScheduleArg {
             Self::Manual => "manual",
             Self::Daily => "daily",
             Self::Weekly => "weekly",
-        }
-    }
-}
-
-impl ClassificationArg {
-    fn proto(self) -> cpb::Classification {
-        use cpb::Classification as C;
-        match self {
-            Self::Critical => C::Critical,
-            Self::Security => C::Security,
-            Self::Definition => C::Definition,
-            Self::FeaturePack => C::FeaturePack,
-            Self::ServicePack => C::ServicePack,
-            Self::Tool => C::Tool,
-            Self::UpdateRollup => C::UpdateRollup,
-            Self::Update => C::Update,
-            Self::Driver => C::Driver,
-            Self::Upgrade => C::Upgrade,
-        }
-    }
-}
-
-impl SeverityArg {
-    fn proto(self) -> cpb::Severity {
-        match self {
-            Self::Low => cpb::Severity::Low,
-            Self::Moderate => cpb::Severity::Moderate,
-            Self::Important => cpb::Severity::Important,
-            Self::Critical => cpb::Severity::Critical,
         }
     }
 }
