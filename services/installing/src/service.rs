@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::domain::commands::authenticate;
-use crate::domain::state::{ON_DEMAND, SCHEDULE};
+use crate::domain::state::{Cause, ON_DEMAND, SCHEDULE};
 use crate::domain::{
     InstallingError, JobCommand, StreamAppend, TaskCommand, decide_job, decide_task, plan,
 };
@@ -242,10 +242,16 @@ impl Installing {
         let appends: Vec<patchbay_eventstore::StreamAppend> = appends
             .iter()
             .map(|append| {
+                let events = append
+                    .events
+                    .iter()
+                    .zip(&append.causes)
+                    .map(|(event, cause)| caused_by(event.to_new_event(), cause.as_ref(), actor))
+                    .collect();
                 patchbay_eventstore::StreamAppend::new(
                     append.stream.clone(),
                     append.expected,
-                    to_new_events(&append.events, actor),
+                    events,
                 )
             })
             .collect();
@@ -394,6 +400,20 @@ fn assignment(view: &InstallingView, job: &pb::Job) -> pb::JobAssignment {
             .map(|u| u.details.title.clone())
             .unwrap_or_default(),
     }
+}
+
+/// A planner decision, linked to the event it was decided on: same correlation, that event as its
+/// causation, its trace context (so the trace of an approval reaches the job it queued).
+fn caused_by(event: NewEvent, cause: Option<&Cause>, actor: &str) -> NewEvent {
+    let Some(cause) = cause else {
+        return stamped(event, actor);
+    };
+    let mut event = event
+        .actor(actor)
+        .trace_context(cause.traceparent.clone(), cause.tracestate.clone());
+    event.metadata.causation_id = Some(cause.event_id);
+    event.metadata.correlation_id = cause.correlation_id;
+    event
 }
 
 fn to_new_events(events: &[InstallingEvent], actor: &str) -> Vec<NewEvent> {

@@ -5,7 +5,7 @@ use std::ops::Deref;
 use patchbay_eventstore::{Projection, RecordedEvent};
 
 use crate::domain::InstallingState;
-use crate::domain::state::FactDecodeError;
+use crate::domain::state::{Cause, FactDecodeError};
 use crate::events::{DecodeError, InstallingEvent};
 
 #[derive(Debug, Default)]
@@ -35,11 +35,18 @@ impl Projection for InstallingView {
     fn apply(&mut self, event: &RecordedEvent) -> Result<(), ApplyError> {
         let decoded =
             InstallingEvent::decode(&event.event_type, event.schema_version, &event.payload)?;
+        let cause = Cause {
+            event_id: event.event_id,
+            correlation_id: event.metadata.correlation_id,
+            traceparent: event.metadata.traceparent.clone(),
+            tracestate: event.metadata.tracestate.clone(),
+        };
         self.state.apply(
             &decoded,
             event.position,
             event.stream_version,
             event.recorded_at,
+            Some(cause),
         )?;
         Ok(())
     }

@@ -9,7 +9,7 @@ use patchbay_proto::catalog::v1 as catalog;
 use patchbay_proto::installing::v1 as pb;
 
 use super::rules::{Verdict, covers, max_attempts, verdict};
-use super::state::{InstallingState, JobKey, JobStatus, Trigger};
+use super::state::{Cause, InstallingState, JobKey, JobStatus, Trigger};
 use crate::events::{InstallingEvent, PLANNER_STREAM, job_stream, task_stream};
 
 /// Events for one stream, appended at `expected`.
@@ -18,6 +18,8 @@ pub struct StreamAppend {
     pub stream: String,
     pub expected: ExpectedVersion,
     pub events: Vec<InstallingEvent>,
+    /// For each event, the event it was decided on, if one.
+    pub causes: Vec<Option<Cause>>,
 }
 
 /// Decides on everything dirty in `state` (which has applied the log up to `through`). Returns the
@@ -52,6 +54,7 @@ pub fn plan(
             position: through.global_position,
             commit_id: through.commit_id,
         })],
+        causes: vec![None],
     });
     appends
 }
@@ -73,13 +76,13 @@ struct Planner<'a, F> {
 impl<F: FnMut() -> String> Planner<'_, F> {
     fn run(&mut self) {
         let state = self.state;
-        let mut devices: BTreeMap<&str, Trigger> = state
+        let mut devices: BTreeMap<&str, (Trigger, LogPosition)> = state
             .dirty
             .devices
             .iter()
-            .map(|(device, (_, trigger))| (device.as_str(), *trigger))
+            .map(|(device, (at, trigger))| (device.as_str(), (*trigger, *at)))
             .collect();
-        for (task_id, (_, trigger)) in &state.dirty.tasks {
+        for (task_id, (at, trigger)) in &state.dirty.tasks {
             let Some(task) = state.tasks.get(task_id) else {
                 continue;
             };
@@ -89,15 +92,15 @@ impl<F: FnMut() -> String> Planner<'_, F> {
             }
             for (device_id, device) in &state.devices {
                 if covers(&task.created, device_id, device) {
-                    devices.entry(device_id).or_insert(trigger);
+                    devices.entry(device_id).or_insert((trigger, *at));
                 }
             }
         }
-        for (device_id, trigger) in devices {
-            self.plan_device(device_id, trigger);
+        for (device_id, (trigger, at)) in devices {
+            self.plan_device(device_id, trigger, at);
         }
-        for (update_id, (_, trigger)) in &state.dirty.updates {
-            self.plan_update(update_id, trigger);
+        for (update_id, (at, trigger)) in &state.dirty.updates {
+            self.plan_update(update_id, trigger, *at);
         }
         let mut runs: Vec<&String> = state.dirty.runs.keys().collect();
         runs.extend(state.dirty.tasks.keys());
@@ -110,12 +113,12 @@ impl<F: FnMut() -> String> Planner<'_, F> {
         }
     }
 
-    fn plan_device(&mut self, device_id: &str, trigger: Trigger) {
+    fn plan_device(&mut self, device_id: &str, trigger: Trigger, at: LogPosition) {
         let Some(device) = self.state.devices.get(device_id) else {
             return;
         };
         for update_id in device.required.keys() {
-            self.ensure_install(device_id, update_id, trigger);
+            self.ensure_install(device_id, update_id, trigger, at);
         }
         // Queued jobs the latest scan no longer asks for.
         if let Some(open) = self.state.open_jobs.get(device_id) {
@@ -127,17 +130,17 @@ impl<F: FnMut() -> String> Planner<'_, F> {
                     && entry.job.kind == pb::JobKind::Install as i32
                     && !device.required.contains_key(&entry.job.update_id)
                 {
-                    self.cancel(job_id, "no longer required by the device's latest scan");
+                    self.cancel(job_id, "no longer required by the device's latest scan", at);
                 }
             }
         }
     }
 
-    fn plan_update(&mut self, update_id: &str, trigger: Trigger) {
+    fn plan_update(&mut self, update_id: &str, trigger: Trigger, at: LogPosition) {
         let state = self.state;
         if let Some(devices) = state.requiring.get(update_id) {
             for device_id in devices {
-                self.ensure_install(device_id, update_id, trigger);
+                self.ensure_install(device_id, update_id, trigger, at);
             }
         }
         let declined = state.approvals.get(update_id) == Some(&ApprovalStatus::Declined);
@@ -149,7 +152,7 @@ impl<F: FnMut() -> String> Planner<'_, F> {
             return;
         }
         // A declined first-party update comes off every device it is installed on.
-        for (device_id, device) in &state.devices {
+        for device_id in state.devices.keys() {
             let Some(install) = state.latest(device_id, update_id, pb::JobKind::Install) else {
                 continue;
             };
@@ -160,17 +163,22 @@ impl<F: FnMut() -> String> Planner<'_, F> {
             if uninstall.is_some_and(|u| u.queued_position > install.queued_position) {
                 continue;
             }
-            let _ = device;
             let task_id = install.job.task_id.clone();
             let mut job = install.job.clone();
             job.kind = pb::JobKind::Uninstall as i32;
             job.attempt = 1;
-            self.queue(&task_id, job, trigger);
+            self.queue(&task_id, job, trigger, at);
         }
     }
 
     /// Queues, retries or cancels the install of `update_id` on `device_id`.
-    fn ensure_install(&mut self, device_id: &str, update_id: &str, trigger: Trigger) {
+    fn ensure_install(
+        &mut self,
+        device_id: &str,
+        update_id: &str,
+        trigger: Trigger,
+        at: LogPosition,
+    ) {
         let state = self.state;
         let key: JobKey = (
             device_id.to_owned(),
@@ -208,7 +216,7 @@ impl<F: FnMut() -> String> Planner<'_, F> {
                 && latest.status == JobStatus::Queued
             {
                 let job_id = latest.job.job_id.clone();
-                self.cancel(&job_id, reason);
+                self.cancel(&job_id, reason, at);
             }
             return;
         };
@@ -246,11 +254,11 @@ impl<F: FnMut() -> String> Planner<'_, F> {
             reboot,
             trigger: String::new(),
         };
-        self.queue(&task_id.clone(), job, trigger);
+        self.queue(&task_id.clone(), job, trigger, at);
     }
 
-    fn queue(&mut self, task_id: &str, mut job: pb::Job, trigger: Trigger) {
-        let run = self.open_run(task_id, trigger);
+    fn queue(&mut self, task_id: &str, mut job: pb::Job, trigger: Trigger, at: LogPosition) {
+        let run = self.open_run(task_id, trigger, at);
         job.job_id = (self.new_job_id)();
         job.run = run;
         job.trigger = trigger.to_owned();
@@ -265,12 +273,17 @@ impl<F: FnMut() -> String> Planner<'_, F> {
                 job: Some(job.clone()),
             })
         };
-        self.append(&job_stream(&job.job_id), ExpectedVersion::NoStream, event);
+        self.append(
+            &job_stream(&job.job_id),
+            ExpectedVersion::NoStream,
+            event,
+            at,
+        );
         self.queued.insert(key, job);
     }
 
     /// The task's open run, opening one (`InstallTaskRunRequested`) if none is.
-    fn open_run(&mut self, task_id: &str, trigger: Trigger) -> u64 {
+    fn open_run(&mut self, task_id: &str, trigger: Trigger, at: LogPosition) -> u64 {
         if let Some(run) = self.opened_runs.get(task_id) {
             return *run;
         }
@@ -290,11 +303,12 @@ impl<F: FnMut() -> String> Planner<'_, F> {
                 run,
                 trigger: trigger.to_owned(),
             }),
+            at,
         );
         run
     }
 
-    fn cancel(&mut self, job_id: &str, reason: &str) {
+    fn cancel(&mut self, job_id: &str, reason: &str, at: LogPosition) {
         let Some(entry) = self.state.jobs.get(job_id) else {
             return;
         };
@@ -309,6 +323,7 @@ impl<F: FnMut() -> String> Planner<'_, F> {
                 device_id: entry.job.device_id.clone(),
                 reason: reason.to_owned(),
             }),
+            at,
         );
     }
 
@@ -383,23 +398,43 @@ impl<F: FnMut() -> String> Planner<'_, F> {
             "Failed"
         }
         .to_owned();
+        let at = self
+            .state
+            .dirty
+            .runs
+            .get(task_id)
+            .copied()
+            .unwrap_or_default();
         self.append(
             &task_stream(task_id),
             ExpectedVersion::Exact(task.version),
             InstallingEvent::InstallTaskRunCompleted(completed),
+            at,
         );
     }
 
     /// Adds an event to its stream's append; a stream's events stay together, in order.
-    fn append(&mut self, stream: &str, expected: ExpectedVersion, event: InstallingEvent) {
+    /// `at` is the position of the event it was decided on (its cause, if known).
+    fn append(
+        &mut self,
+        stream: &str,
+        expected: ExpectedVersion,
+        event: InstallingEvent,
+        at: LogPosition,
+    ) {
+        let cause = self.state.dirty.causes.get(&at).cloned();
         match self.index.get(stream) {
-            Some(at) => self.appends[*at].events.push(event),
+            Some(index) => {
+                self.appends[*index].events.push(event);
+                self.appends[*index].causes.push(cause);
+            }
             None => {
                 self.index.insert(stream.to_owned(), self.appends.len());
                 self.appends.push(StreamAppend {
                     stream: stream.to_owned(),
                     expected,
                     events: vec![event],
+                    causes: vec![cause],
                 });
             }
         }

@@ -12,6 +12,16 @@ use super::plan::plan;
 use super::state::InstallingState;
 use crate::events::InstallingEvent;
 
+/// The cause the world gives the event at `position`.
+fn cause_at(position: u64) -> super::state::Cause {
+    super::state::Cause {
+        event_id: uuid::Uuid::from_u128(u128::from(position)),
+        correlation_id: uuid::Uuid::from_u128(1_000_000 + u128::from(position)),
+        traceparent: Some(format!("00-{position:032x}-{position:016x}-01")),
+        tracestate: None,
+    }
+}
+
 struct World {
     state: InstallingState,
     position: u64,
@@ -40,7 +50,13 @@ impl World {
             global_position: self.position,
         };
         self.state
-            .apply(event, position, *version, Utc::now())
+            .apply(
+                event,
+                position,
+                *version,
+                Utc::now(),
+                Some(cause_at(self.position)),
+            )
             .unwrap();
     }
 
@@ -478,5 +494,39 @@ fn a_run_on_demand_with_nothing_to_do_completes_successfully() {
     assert_eq!(
         world.state.tasks["t"].last_run_status,
         "Completed successfully"
+    );
+}
+
+#[test]
+fn a_job_names_the_approval_that_queued_it_as_its_cause() {
+    let mut world = World::new();
+    world.update("u1", security("Debian"));
+    world.device("d1", &[]);
+    world.task("t", pb::InstallRules::default());
+    world.scan("d1", &["u1"]);
+    world.plan();
+    world.approve("u1");
+    let approval_at = world.position;
+
+    let appends = plan(
+        &world.state,
+        LogPosition {
+            commit_id: 0,
+            global_position: world.position,
+        },
+        &world.server,
+        || "j1".to_owned(),
+    );
+
+    let job = appends
+        .iter()
+        .find(|a| a.stream == "job-j1")
+        .expect("a job for the approved update");
+    assert_eq!(job.causes, [Some(cause_at(approval_at))]);
+    let marker = appends.last().unwrap();
+    assert_eq!(
+        marker.causes,
+        [None],
+        "the planner's marker has no single cause"
     );
 }

@@ -123,6 +123,16 @@ pub struct TaskEntry {
 /// What made the planner look at something.
 pub type Trigger = &'static str;
 
+/// The event behind a decision: the planner's events name it as their cause and carry on its
+/// correlation and trace, so an audit trail and a trace lead from a job back to the scan or approval.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cause {
+    pub event_id: uuid::Uuid,
+    pub correlation_id: uuid::Uuid,
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+}
+
 /// What changed since the planner's last step, with the position of the change.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Dirty {
@@ -132,6 +142,8 @@ pub struct Dirty {
     pub tasks: BTreeMap<String, (LogPosition, Trigger)>,
     /// Tasks whose open run may have finished.
     pub runs: BTreeMap<String, LogPosition>,
+    /// The events at the positions above, by position.
+    pub causes: BTreeMap<LogPosition, Cause>,
 }
 
 impl Dirty {
@@ -147,6 +159,10 @@ impl Dirty {
         self.updates.retain(|_, (at, _)| *at > position);
         self.tasks.retain(|_, (at, _)| *at > position);
         self.runs.retain(|_, at| *at > position);
+        self.causes = self.causes.split_off(&LogPosition {
+            commit_id: position.commit_id,
+            global_position: position.global_position + 1,
+        });
     }
 }
 
@@ -183,14 +199,27 @@ pub struct FactDecodeError {
 }
 
 impl InstallingState {
-    /// Folds one event of the log, recorded at `position` on `recorded_at`.
+    /// Folds one event of the log, recorded at `position` on `recorded_at`; `cause` is the event
+    /// itself as a cause for what the planner decides on it.
     pub fn apply(
         &mut self,
         event: &InstallingEvent,
         position: LogPosition,
         stream_version: u64,
         recorded_at: DateTime<Utc>,
+        cause: Option<Cause>,
     ) -> Result<(), FactDecodeError> {
+        if let Some(cause) = cause
+            && matches!(
+                event,
+                InstallingEvent::ForeignEventObserved(_)
+                    | InstallingEvent::InstallTaskCreated(_)
+                    | InstallingEvent::InstallTaskRunRequested(_)
+                    | InstallingEvent::InstallJobFailed(_)
+            )
+        {
+            self.dirty.causes.insert(position, cause);
+        }
         match event {
             InstallingEvent::InstallTaskCreated(created) => {
                 let task = self.tasks.entry(created.task_id.clone()).or_default();
