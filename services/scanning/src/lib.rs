@@ -4,6 +4,7 @@
 pub mod domain;
 pub mod engine;
 pub mod events;
+mod group_commit;
 pub mod grpc;
 pub mod indexer;
 pub mod install_guard;

@@ -5,7 +5,8 @@ use std::sync::RwLockReadGuard;
 use chrono::{DateTime, Utc};
 
 use patchbay_eventstore::{
-    EventStore, EventStoreError, ExpectedVersion, LiveView, NewEvent, Positioned, ViewError,
+    EventStore, EventStoreError, ExpectedVersion, LiveView, NewEvent, Positioned, StreamAppend,
+    ViewError,
 };
 use patchbay_proto::scanning::v1 as pb;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +18,7 @@ use crate::domain::{
 };
 use crate::engine::{self, DeviceInventory};
 use crate::events::{DecodeError, ScanningEvent};
+use crate::group_commit::GroupCommit;
 use crate::view::{ScanningView, TaskEntry};
 
 /// The task every installation gets: all devices, weekly.
@@ -51,11 +53,15 @@ impl From<ViewError<DecodeError>> for ScanningServiceError {
 #[derive(Debug, Clone)]
 pub struct Scanning {
     view: LiveView<ScanningView>,
+    /// Inventory reports arrive from many agents at once; sharing commits lifts the one-fsync-per-
+    /// report ceiling of the embedded (SQLite) store.
+    reports: GroupCommit,
 }
 
 impl Scanning {
     pub async fn open(store: EventStore) -> Result<Self, ScanningServiceError> {
         Ok(Self {
+            reports: GroupCommit::spawn(store.clone()),
             view: LiveView::open(store).await?,
         })
     }
@@ -115,41 +121,64 @@ impl Scanning {
         Ok((device_id, credential))
     }
 
-    /// Stores a device's inventory if it changed; returns whether it did.
+    /// Stores a device's inventory if it changed; returns whether it did. Concurrent reports are
+    /// committed together, each still checked against its own device's stream version.
     pub async fn report_inventory(
         &self,
         device_id: &str,
         credential: &str,
         inventory: pb::Inventory,
     ) -> Result<bool, ScanningServiceError> {
-        for attempt in 0.. {
-            let (state, version) = self.device_state(device_id).await?;
+        let stream = device_stream(device_id);
+        let actor = format!("device:{device_id}");
+        // The first decision is made on the view as it stands, without reading the stream's version
+        // from the store: appending at the view's version conflicts if the view was behind, so a
+        // report that stores something is decided on the latest state all the same. "Unchanged" and
+        // refusals write nothing that could conflict, so they are confirmed on the latest version.
+        let mut on_view = true;
+        let mut conflicts = 0;
+        loop {
             let command = DeviceCommand::ReportInventory {
                 device_id: device_id.to_owned(),
                 credential: credential.to_owned(),
                 inventory: inventory.clone(),
             };
-            let events = decide_device(&state, command)?;
-            if events.is_empty() {
-                return Ok(false);
-            }
-            let actor = format!("device:{device_id}");
-            match self
-                .store()
-                .append(
-                    &device_stream(device_id),
-                    ExpectedVersion::Exact(version),
-                    &to_new_events(&events, &actor),
-                )
-                .await
-            {
+            let (decided, version) = if on_view {
+                let view = self.view();
+                match view.devices.get(device_id) {
+                    // Decided under the read lock: no copy of the stored inventory.
+                    Some(entry) => (decide_device(&entry.state, command), entry.stream_version),
+                    None => (decide_device(&DeviceState::default(), command), 0),
+                }
+            } else {
+                let (state, version) = self.device_state(device_id).await?;
+                (decide_device(&state, command), version)
+            };
+            let events = match decided {
+                Ok(events) if !events.is_empty() => events,
+                Ok(_) | Err(_) if on_view => {
+                    on_view = false;
+                    continue;
+                }
+                Ok(_) => return Ok(false),
+                Err(error) => return Err(error.into()),
+            };
+            let append = StreamAppend::new(
+                stream.clone(),
+                ExpectedVersion::Exact(version),
+                to_new_events(&events, &actor),
+            );
+            match self.reports.append(append).await {
                 Ok(_) => return Ok(true),
-                // Another report for the device landed meanwhile: decide again.
-                Err(EventStoreError::Conflict { .. }) if attempt < CONFLICT_RETRIES => continue,
+                // The view was behind, or another report for the device landed meanwhile: decide
+                // again on the latest version.
+                Err(EventStoreError::Conflict { .. }) if conflicts < CONFLICT_RETRIES => {
+                    conflicts += 1;
+                    on_view = false;
+                }
                 Err(error) => return Err(error.into()),
             }
         }
-        Ok(false)
     }
 
     /// The device aggregate at its latest committed version: from the view once it has caught up with
@@ -163,10 +192,16 @@ impl Scanning {
         let caught_up = |view: &ScanningView| {
             view.devices.get(device_id).map_or(0, |d| d.stream_version) >= version
         };
-        if self.view.catch_up_until(caught_up, VIEW_WAIT).await? {
+        // The view usually holds the version already (the follower applies every commit), and then
+        // catching up would only re-read the log's tail, once per concurrent caller.
+        if caught_up(&self.view()) || self.view.catch_up_until(caught_up, VIEW_WAIT).await? {
             let view = self.view();
-            let entry = view.devices.get(device_id).cloned().unwrap_or_default();
-            return Ok((entry.state, entry.stream_version));
+            // Only the aggregate: the entry's last scan can be large and is not needed to decide.
+            return Ok(view
+                .devices
+                .get(device_id)
+                .map(|entry| (entry.state.clone(), entry.stream_version))
+                .unwrap_or_default());
         }
         let mut state = DeviceState::default();
         let mut last = 0;
