@@ -16,6 +16,7 @@
 mod error;
 mod event;
 mod postgres;
+mod replay;
 mod sqlite;
 mod store;
 mod subscription;
@@ -28,6 +29,7 @@ pub use event::{
     NewEvent, RecordedEvent, Snapshot, StreamAppend, validate_event_type,
 };
 pub use postgres::raw_insert as postgres_raw_insert;
+pub use replay::Replay;
 pub use store::{EventStore, SqliteDurability, StoreOptions, Transaction};
 pub use subscription::Subscription;
 pub use upcast::Upcasters;

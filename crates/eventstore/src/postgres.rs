@@ -1,7 +1,9 @@
 //! The PostgreSQL backend: one-statement appends, and a global order that never skips a late commit.
 
-use sqlx::postgres::{PgConnection, PgRow};
-use sqlx::{AssertSqlSafe, Row};
+use futures_util::TryStreamExt as _;
+use sqlx::postgres::types::Oid;
+use sqlx::postgres::{PgConnection, PgRow, PgTypeInfo, PgValueFormat, PgValueRef, Postgres};
+use sqlx::{AssertSqlSafe, Decode, Row, Type};
 use uuid::Uuid;
 
 use crate::error::EventStoreError;
@@ -12,7 +14,7 @@ use crate::event::{
 use crate::store::{StoredId, resolve_unappended, to_u64};
 
 /// Columns every read selects, in the order `decode_event` expects.
-const EVENT_COLUMNS: &str = "(tx_id::text)::bigint AS commit_id, global_position, stream_id, stream_version, \
+const EVENT_COLUMNS: &str = "tx_id, global_position, stream_id, stream_version, \
      event_id, event_type, schema_version, payload, correlation_id, causation_id, actor, traceparent, \
      tracestate, recorded_at";
 
@@ -408,7 +410,7 @@ pub(crate) async fn read_all(
     after: LogPosition,
     limit: usize,
 ) -> Result<Vec<RecordedEvent>, EventStoreError> {
-    let rows = sqlx::query(AssertSqlSafe(format!(
+    let mut rows = sqlx::query(AssertSqlSafe(format!(
         "SELECT {EVENT_COLUMNS} FROM events \
          WHERE (tx_id, global_position) > (($1::bigint)::text::xid8, $2) \
            AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
@@ -417,10 +419,18 @@ pub(crate) async fn read_all(
     .bind(i64::try_from(after.commit_id).unwrap_or(i64::MAX))
     .bind(i64::try_from(after.global_position).unwrap_or(i64::MAX))
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .fetch_all(conn)
-    .await?;
-    rows.iter().map(decode_event).collect()
+    // Decode each row as it arrives instead of after the whole page: the client's decoding then
+    // overlaps the server producing the rest of the page, and no page of raw rows is held.
+    .fetch(conn);
+    let mut events = Vec::with_capacity(limit.min(READ_CAPACITY));
+    while let Some(row) = rows.try_next().await? {
+        events.push(decode_event(&row)?);
+    }
+    Ok(events)
 }
+
+/// Most events a read reserves room for up front; a larger page grows the vector as rows come.
+const READ_CAPACITY: usize = 16_384;
 
 /// Events stored after `after`, including those not yet visible to `read_all`.
 pub(crate) async fn count_after(
@@ -552,6 +562,39 @@ pub(crate) async fn load_snapshot(
     .transpose()
 }
 
+/// A transaction id (`xid8`) as PostgreSQL sends it, so reads select `tx_id` itself: casting it
+/// through `text` to `bigint` in SQL cost the server a string conversion per row.
+struct Xid8(u64);
+
+/// `xid8`'s type oid, fixed in PostgreSQL's catalog (`pg_type.dat`) since version 13.
+const XID8_OID: Oid = Oid(5069);
+
+impl Type<Postgres> for Xid8 {
+    fn type_info() -> PgTypeInfo {
+        PgTypeInfo::with_oid(XID8_OID)
+    }
+
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        ty.oid() == Some(XID8_OID)
+    }
+}
+
+impl<'r> Decode<'r, Postgres> for Xid8 {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        match value.format() {
+            // Binary: the 64-bit id, big-endian (`xid8send`).
+            PgValueFormat::Binary => {
+                let bytes: [u8; 8] = value
+                    .as_bytes()?
+                    .try_into()
+                    .map_err(|_| "an xid8 value is not 8 bytes long")?;
+                Ok(Self(u64::from_be_bytes(bytes)))
+            }
+            PgValueFormat::Text => Ok(Self(value.as_str()?.parse()?)),
+        }
+    }
+}
+
 fn decode_event(row: &PgRow) -> Result<RecordedEvent, EventStoreError> {
     let global_position: i64 = row.try_get(1)?;
     let position = to_u64(global_position, 0)?;
@@ -559,9 +602,10 @@ fn decode_event(row: &PgRow) -> Result<RecordedEvent, EventStoreError> {
         global_position: position,
         reason: reason.to_owned(),
     };
+    let commit_id: Xid8 = row.try_get(0)?;
     Ok(RecordedEvent {
         position: LogPosition {
-            commit_id: to_u64(row.try_get(0)?, position)?,
+            commit_id: commit_id.0,
             global_position: position,
         },
         stream_id: row.try_get(2)?,

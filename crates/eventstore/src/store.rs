@@ -18,6 +18,7 @@ use crate::event::{
     AppendResult, ExpectedVersion, LogPosition, NewEvent, RecordedEvent, Snapshot, StreamAppend,
     validate_append, validate_append_streams, validate_stream_id,
 };
+use crate::replay::Replay;
 use crate::subscription::Subscription;
 use crate::upcast::Upcasters;
 use crate::{postgres, sqlite};
@@ -253,6 +254,13 @@ impl EventStore {
             }
         };
         self.upcast(events)
+    }
+
+    /// Reads the global order after `after` to its visible end in pages of `page_size`, fetching the
+    /// next page while the caller applies the current one: what a projection rebuild should use.
+    /// Each page is what [`EventStore::read_all`] returns; see [`Replay`].
+    pub fn replay(&self, after: LogPosition, page_size: usize) -> Replay {
+        Replay::start(self.clone(), after, page_size)
     }
 
     /// How many events are stored after `after` (visible to `read_all` or not yet): a subscriber's lag.

@@ -103,15 +103,15 @@ impl<P: Projection> LiveView<P> {
     }
 
     /// Applies every event the view has not seen yet.
+    ///
+    /// Reads through [`EventStore::replay`], so a rebuild applies one page while the next is read.
     pub async fn catch_up(&self) -> Result<(), ViewError<P::Error>> {
-        loop {
-            let position = self.read().position;
-            let events = self.store.read_all(position, PAGE).await?;
-            if events.is_empty() {
-                return Ok(());
-            }
+        let position = self.read().position;
+        let mut replay = self.store.replay(position, PAGE);
+        while let Some(events) = replay.next_page().await? {
             self.apply_new(&events)?;
         }
+        Ok(())
     }
 
     /// Catches up until `reached` holds or `timeout` passes; returns whether it held. On PostgreSQL a

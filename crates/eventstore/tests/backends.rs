@@ -87,6 +87,8 @@ on_every_backend!(
     multi_stream_appends_are_all_or_nothing_with_per_stream_semantics,
     multi_stream_appends_of_thousands_of_streams_keep_their_order,
     a_batch_of_inbox_rows_reports_which_events_are_new,
+    a_large_batch_keeps_versions_and_positions_in_step,
+    replay_reads_ahead_and_returns_what_read_all_returns,
 );
 
 async fn multi_stream_appends_are_all_or_nothing_with_per_stream_semantics(store: EventStore) {
@@ -785,4 +787,73 @@ async fn postgres_late_committing_transaction_is_never_skipped() {
         all.iter().map(|e| e.payload.clone()).collect::<Vec<_>>(),
         vec![b"slow".to_vec(), b"fast".to_vec()]
     );
+}
+
+/// A batch larger than one SQLite `INSERT` statement takes (2,000 rows) is split; versions, positions
+/// and the stream's version must still come out as one contiguous append.
+async fn a_large_batch_keeps_versions_and_positions_in_step(store: EventStore) {
+    store
+        .append("big", ExpectedVersion::NoStream, &[event("E", "first")])
+        .await
+        .unwrap();
+    let batch: Vec<NewEvent> = (0..4_500).map(|i| event("E", &i.to_string())).collect();
+    let result = store
+        .append("big", ExpectedVersion::Exact(1), &batch)
+        .await
+        .unwrap();
+    assert_eq!(result.stream_version, 4_501);
+    assert_eq!(store.stream_version("big").await.unwrap(), Some(4_501));
+    let events = store.read_stream("big", 2, 10_000).await.unwrap();
+    assert_eq!(events.len(), 4_500);
+    for (i, event) in events.iter().enumerate() {
+        assert_eq!(event.stream_version, i as u64 + 2);
+        assert_eq!(event.payload, i.to_string().into_bytes());
+        assert_eq!(event.event_id, batch[i].event_id);
+    }
+    assert!(events.windows(2).all(|w| w[0].position < w[1].position));
+    assert_eq!(
+        events.last().unwrap().position.global_position,
+        result.global_position
+    );
+    // The retry of the same batch is idempotent and reports the same result.
+    let retry = store
+        .append("big", ExpectedVersion::Exact(1), &batch)
+        .await
+        .unwrap();
+    assert!(retry.deduplicated);
+    assert_eq!(retry.stream_version, 4_501);
+}
+
+async fn replay_reads_ahead_and_returns_what_read_all_returns(store: EventStore) {
+    let mut empty = store.replay(LogPosition::START, 10);
+    assert!(empty.next_page().await.unwrap().is_none());
+    for i in 0..35 {
+        store
+            .append(
+                &format!("s-{}", i % 4),
+                ExpectedVersion::Any,
+                &[event("E", &i.to_string())],
+            )
+            .await
+            .unwrap();
+    }
+    let all = settled(&store).await;
+    assert_eq!(all.len(), 35);
+    let mut replay = store.replay(LogPosition::START, 10);
+    let mut seen = Vec::new();
+    let mut sizes = Vec::new();
+    while let Some(page) = replay.next_page().await.unwrap() {
+        sizes.push(page.len());
+        seen.extend(page);
+    }
+    assert_eq!(sizes, [10, 10, 10, 5]);
+    assert_eq!(seen, all);
+    // From the middle, and dropping a replay before its end stops it without harm.
+    let mut rest = store.replay(all[29].position, 10);
+    assert_eq!(rest.next_page().await.unwrap().unwrap(), all[30..].to_vec());
+    assert!(rest.next_page().await.unwrap().is_none());
+    let mut early = store.replay(LogPosition::START, 1);
+    assert_eq!(early.next_page().await.unwrap().unwrap().len(), 1);
+    drop(early);
+    assert_eq!(store.read_all(LogPosition::START, 100).await.unwrap(), all);
 }
