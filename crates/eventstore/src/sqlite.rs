@@ -126,25 +126,152 @@ pub(crate) async fn append_streams(
     sqlx::query("SAVEPOINT patchbay_append_streams")
         .execute(&mut *conn)
         .await?;
+    match append_streams_in_savepoint(&mut *conn, appends).await {
+        Ok(results) => {
+            sqlx::query("RELEASE SAVEPOINT patchbay_append_streams")
+                .execute(&mut *conn)
+                .await?;
+            Ok(results)
+        }
+        Err(error) => {
+            sqlx::query("ROLLBACK TO SAVEPOINT patchbay_append_streams")
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("RELEASE SAVEPOINT patchbay_append_streams")
+                .execute(&mut *conn)
+                .await?;
+            Err(error)
+        }
+    }
+}
+
+/// Streams whose versions are checked and whose rows are inserted together.
+const STREAMS_PER_GROUP: usize = 500;
+/// Parameters of each row in `group_insert_sql`, and of each stream.
+const GROUP_ROW_PARAMETERS: usize = 12;
+const GROUP_STREAM_PARAMETERS: usize = 2;
+/// Rows a group may hold and still be inserted in one statement.
+const GROUP_ROWS: usize = 2_000;
+const _: () = assert!(
+    GROUP_ROWS * GROUP_ROW_PARAMETERS + STREAMS_PER_GROUP * GROUP_STREAM_PARAMETERS <= 32_766
+);
+
+async fn append_streams_in_savepoint(
+    conn: &mut SqliteConnection,
+    appends: &[StreamAppend],
+) -> Result<Vec<AppendResult>, EventStoreError> {
     let mut results = Vec::with_capacity(appends.len());
-    for part in appends {
-        match append(&mut *conn, &part.stream_id, part.expected, &part.events).await {
-            Ok(result) => results.push(result),
-            Err(error) => {
-                sqlx::query("ROLLBACK TO SAVEPOINT patchbay_append_streams")
-                    .execute(&mut *conn)
-                    .await?;
-                sqlx::query("RELEASE SAVEPOINT patchbay_append_streams")
-                    .execute(&mut *conn)
-                    .await?;
-                return Err(error);
+    for group in appends.chunks(STREAMS_PER_GROUP) {
+        match append_group(&mut *conn, group).await? {
+            Some(group_results) => results.extend(group_results),
+            // A conflict, a stored event id or a large group: stream by stream gives `append`'s
+            // exact answers (typed conflict, idempotent retry).
+            None => {
+                for part in group {
+                    results.push(
+                        append(&mut *conn, &part.stream_id, part.expected, &part.events).await?,
+                    );
+                }
             }
         }
     }
-    sqlx::query("RELEASE SAVEPOINT patchbay_append_streams")
-        .execute(&mut *conn)
-        .await?;
     Ok(results)
+}
+
+/// Appends a group of streams with two calls to SQLite's worker (check, then insert) instead of two
+/// per stream; `None`, having written nothing, when the group needs the stream-by-stream path.
+async fn append_group(
+    conn: &mut SqliteConnection,
+    group: &[StreamAppend],
+) -> Result<Option<Vec<AppendResult>>, EventStoreError> {
+    let rows: usize = group.iter().map(|part| part.events.len()).sum();
+    if group.len() < 2 || rows > GROUP_ROWS {
+        return Ok(None);
+    }
+    let check = format!(
+        "SELECT stream_id, version, \
+                (SELECT count(*) FROM events WHERE event_id IN ({ids})) \
+         FROM (SELECT NULL AS stream_id, NULL AS version UNION ALL \
+               SELECT stream_id, version FROM streams WHERE stream_id IN ({ids}))",
+        ids = vec!["?"; group.len()].join(","),
+    );
+    let mut query = sqlx::query(AssertSqlSafe(check));
+    for part in group {
+        query = query.bind(part.events[0].event_id);
+    }
+    for part in group {
+        query = query.bind(part.stream_id.as_str());
+    }
+    let found = query.fetch_all(&mut *conn).await?;
+    let mut versions = std::collections::HashMap::with_capacity(group.len());
+    for row in &found {
+        let stored: i64 = row.try_get(2)?;
+        if stored > 0 {
+            return Ok(None);
+        }
+        let stream_id: Option<String> = row.try_get(0)?;
+        let version: Option<i64> = row.try_get(1)?;
+        if let (Some(stream_id), Some(version)) = (stream_id, version) {
+            versions.insert(stream_id, to_u64(version, 0)?);
+        }
+    }
+    for part in group {
+        if !version_matches(part.expected, versions.get(&part.stream_id).copied()) {
+            return Ok(None);
+        }
+    }
+    let now = Utc::now().timestamp_micros();
+    let mut sql = String::from("INSERT INTO streams (stream_id, version) VALUES ");
+    sql.push_str(&vec!["(?,?)"; group.len()].join(","));
+    sql.push_str(
+        " ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version; \
+         INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, payload, \
+         correlation_id, causation_id, actor, traceparent, tracestate, recorded_at_micros) VALUES ",
+    );
+    sql.push_str(&vec!["(?,?,?,?,?,?,?,?,?,?,?,?)"; rows].join(","));
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    let mut last_versions = Vec::with_capacity(group.len());
+    for part in group {
+        let start = versions.get(&part.stream_id).copied().unwrap_or(0);
+        let last = start + part.events.len() as u64;
+        last_versions.push(last);
+        query = query
+            .bind(part.stream_id.as_str())
+            .bind(i64::try_from(last).unwrap_or(i64::MAX));
+    }
+    for part in group {
+        let start = versions.get(&part.stream_id).copied().unwrap_or(0);
+        for (offset, event) in part.events.iter().enumerate() {
+            query = query
+                .bind(event.event_id)
+                .bind(part.stream_id.as_str())
+                .bind(i64::try_from(start + offset as u64 + 1).unwrap_or(i64::MAX))
+                .bind(event.event_type.as_str())
+                .bind(i64::from(event.schema_version))
+                .bind(event.payload.as_slice())
+                .bind(event.metadata.correlation_id)
+                .bind(event.metadata.causation_id)
+                .bind(event.metadata.actor.as_str())
+                .bind(event.metadata.traceparent.as_deref())
+                .bind(event.metadata.tracestate.as_deref())
+                .bind(now);
+        }
+    }
+    // The events insert is the last statement: its last rowid is the group's last position, and one
+    // statement's rows take consecutive positions in the order given.
+    let last_position = to_u64(query.execute(&mut *conn).await?.last_insert_rowid(), 0)?;
+    let first_position = last_position + 1 - rows as u64;
+    let mut position = first_position;
+    let mut results = Vec::with_capacity(group.len());
+    for (part, stream_version) in group.iter().zip(last_versions) {
+        position += part.events.len() as u64;
+        results.push(AppendResult {
+            stream_version,
+            global_position: position - 1,
+            deduplicated: false,
+        });
+    }
+    Ok(Some(results))
 }
 
 async fn stored_ids(

@@ -231,6 +231,13 @@ async fn multi_stream_appends_of_thousands_of_streams_keep_their_order(store: Ev
     );
     assert_eq!(events[3_000].stream_id, "approval-02999");
     assert!(events[3_000..].iter().all(|e| e.stream_version == 2));
+    // Each part's result names where its last event landed.
+    for (result, event) in results.iter().zip(&events[..3_000]) {
+        assert_eq!(
+            (result.stream_version, result.global_position),
+            (1, event.position.global_position)
+        );
+    }
 }
 
 async fn appended_events_read_back_in_stream_order(store: EventStore) {
