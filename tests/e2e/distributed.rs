@@ -184,7 +184,7 @@ async fn catalog_and_scanning_as_separate_processes_over_nats_and_postgres() {
 /// no job is lost or queued twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_install_loop_across_processes_survives_killing_the_installing_service() {
-    use crate::installing::{OPENSSL, Urls, eventually, install_scenario};
+    use crate::installing::{OPENSSL, Urls, eventually_within, install_scenario};
     use patchbay_proto::approvals::v1 as approvals;
     use patchbay_proto::approvals::v1::approvals_service_client::ApprovalsServiceClient;
     use patchbay_proto::installing::v1 as installing;
@@ -289,26 +289,32 @@ async fn the_install_loop_across_processes_survives_killing_the_installing_servi
     let mut client = InstallingServiceClient::connect(urls.installing.clone())
         .await
         .unwrap();
-    let jobs = eventually("openssl queued on all twenty fleet devices", || {
-        let mut client = client.clone();
-        let fleet = fleet.clone();
-        async move {
-            let jobs = client
-                .list_jobs(installing::ListJobsRequest {
-                    update_id: OPENSSL.into(),
-                    ..Default::default()
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .jobs;
-            let on_fleet = jobs
-                .iter()
-                .filter(|j| fleet.contains(&j.job.as_ref().unwrap().device_id))
-                .count();
-            (on_fleet >= 20).then_some(jobs)
-        }
-    })
+    // Messages the killed process had fetched but not acked come back after the consumer's ack wait
+    // (30 s): nothing is lost, but recovery can take that long.
+    let jobs = eventually_within(
+        "openssl queued on all twenty fleet devices",
+        Duration::from_secs(90),
+        || {
+            let mut client = client.clone();
+            let fleet = fleet.clone();
+            async move {
+                let jobs = client
+                    .list_jobs(installing::ListJobsRequest {
+                        update_id: OPENSSL.into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .jobs;
+                let on_fleet = jobs
+                    .iter()
+                    .filter(|j| fleet.contains(&j.job.as_ref().unwrap().device_id))
+                    .count();
+                (on_fleet >= 20).then_some(jobs)
+            }
+        },
+    )
     .await;
     // Let anything still in flight land, then count again: exactly one job per fleet device.
     tokio::time::sleep(Duration::from_secs(1)).await;

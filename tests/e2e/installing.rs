@@ -62,12 +62,21 @@ async fn register(
 }
 
 /// Polls `check` until it returns `Some`, for up to 20 s.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    for _ in 0..400 {
+    eventually_within(what, Duration::from_secs(20), check).await
+}
+
+/// Polls `check` until it returns `Some`, for up to `limit`.
+pub async fn eventually_within<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..(limit.as_millis() / 50) {
         if let Some(value) = check().await {
             return value;
         }
