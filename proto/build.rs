@@ -13,6 +13,8 @@ const PROTOS: &[&str] = &[
     "patchbay/approvals/v1/approvals.proto",
     "patchbay/installing/v1/events.proto",
     "patchbay/installing/v1/installing.proto",
+    "patchbay/wsus/v1/events.proto",
+    "patchbay/wsus/v1/wsus.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

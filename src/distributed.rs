@@ -17,6 +17,7 @@ pub enum ServiceName {
     Approvals,
     Scanning,
     Installing,
+    WsusSync,
 }
 
 impl ServiceName {
@@ -26,6 +27,7 @@ impl ServiceName {
             ServiceName::Approvals => "approvals",
             ServiceName::Scanning => "scanning",
             ServiceName::Installing => "installing",
+            ServiceName::WsusSync => "wsus-sync",
         }
     }
 }

@@ -11,12 +11,14 @@ use patchbay_catalog::Catalog;
 use patchbay_catalog::approvals::{self as catalog_approvals, ApprovalRecorder};
 use patchbay_catalog::installs::{self as catalog_installs, InstallResultRecorder};
 use patchbay_catalog::stats::{self, DeviceRequirementsRecorder};
+use patchbay_catalog::wsus::{self as catalog_wsus, WsusRecorder};
 use patchbay_eventstore::EventStore;
 use patchbay_installing::Installing;
 use patchbay_installing::observer::OBSERVERS as INSTALLING_OBSERVERS;
 use patchbay_scanning::Scanning;
 use patchbay_scanning::indexer::{self, CatalogIndexer};
 use patchbay_scanning::install_guard::{self, InstallGuard};
+use patchbay_wsus_sync::{SyncOptions, WsusSync};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +35,7 @@ pub struct Host {
     approvals: Option<Approvals>,
     scanning: Option<Scanning>,
     installing: Option<Installing>,
+    wsus: Option<WsusSync>,
     mode: &'static str,
 }
 
@@ -82,6 +85,14 @@ impl Host {
             ),
             None => None,
         };
+        let wsus = match store("wsus-sync") {
+            Some(store) => Some(
+                WsusSync::open(store, SyncOptions::default())
+                    .await
+                    .context("cannot read the WSUS sync log")?,
+            ),
+            None => None,
+        };
         let listener = TcpListener::bind(listen).await.with_context(|| {
             format!("cannot listen on {listen}; is another Patchbay running? choose another with --listen")
         })?;
@@ -93,6 +104,7 @@ impl Host {
             approvals,
             scanning,
             installing,
+            wsus,
             mode,
         })
     }
@@ -130,6 +142,21 @@ impl Host {
                 catalog.store().clone(),
                 self.bus.clone(),
                 ApprovalRecorder,
+            );
+            let token = shutdown.child_token();
+            tasks.push(tokio::spawn(async move { Ok(runner.run(token).await?) }));
+            let runner = ConsumerRunner::new(
+                ConsumerConfig {
+                    filter_subject: Some(
+                        self.bus
+                            .subjects()
+                            .event(catalog_wsus::SERVICE, catalog_wsus::EVENT_TYPE),
+                    ),
+                    ..ConsumerConfig::new(catalog_wsus::CONSUMER, catalog_wsus::SERVICE)
+                },
+                catalog.store().clone(),
+                self.bus.clone(),
+                WsusRecorder::new(catalog.clone()),
             );
             let token = shutdown.child_token();
             tasks.push(tokio::spawn(async move { Ok(runner.run(token).await?) }));
@@ -208,12 +235,21 @@ impl Host {
                 shutdown.child_token(),
             )));
         }
+        if let Some(wsus) = &self.wsus {
+            let (view, token) = (wsus.clone(), shutdown.child_token());
+            tasks.push(tokio::spawn(async move { Ok(view.follow(token).await?) }));
+            tasks.push(tokio::spawn(run_wsus_schedule(
+                wsus.clone(),
+                shutdown.child_token(),
+            )));
+        }
         let hosted = grpc::Hosted {
             stores: self.stores,
             catalog: self.catalog,
             approvals: self.approvals,
             scanning: self.scanning,
             installing: self.installing,
+            wsus: self.wsus,
             mode: self.mode,
         };
         let served = grpc::serve(self.listener, hosted, shutdown.clone()).await;
@@ -262,6 +298,23 @@ async fn run_install_schedule(
             }
             Err(error) => {
                 tracing::warn!(%error, "scheduled installs failed; retrying at the next tick")
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(SCHEDULE_TICK) => {}
+        }
+    }
+}
+
+/// Starts WSUS sync runs when the schedule says (daily by default, first at start once configured).
+async fn run_wsus_schedule(wsus: WsusSync, shutdown: CancellationToken) -> anyhow::Result<()> {
+    loop {
+        match wsus.run_due(chrono::Utc::now()).await {
+            Ok(Some((run_id, _running))) => tracing::info!(%run_id, "scheduled WSUS sync started"),
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(%error, "cannot start a scheduled WSUS sync; retrying at the next tick")
             }
         }
         tokio::select! {

@@ -36,6 +36,12 @@ pub mod installing {
     }
 }
 
+pub mod wsus {
+    pub mod v1 {
+        tonic::include_proto!("patchbay.wsus.v1");
+    }
+}
+
 pub mod system {
     pub mod v1 {
         tonic::include_proto!("patchbay.system.v1");

@@ -13,6 +13,7 @@ mod report;
 mod sources;
 mod tasks;
 mod updates;
+mod wsus;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -146,6 +147,13 @@ enum Command {
         #[command(subcommand)]
         command: jobs::JobsCommand,
     },
+    /// WSUS sync: synchronise Microsoft update metadata from an upstream WSUS or Microsoft Update.
+    Wsus {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: wsus::WsusCommand,
+    },
     /// Reports (`report installs`: results of installation of updates; -o table|json|csv|html).
     Report(report::ReportArgs),
 }
@@ -264,6 +272,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Tasks { client, command } => tasks::run(&client, command).await,
         Command::Jobs { client, command } => jobs::run(&client, command).await,
         Command::Report(args) => report::run(args).await,
+        Command::Wsus { client, command } => wsus::run(&client, command).await,
         Command::Devices { client, command } => devices::devices(&client, command).await,
         Command::Scan { client, command } => devices::scan(&client, command).await,
     }

@@ -17,8 +17,11 @@ use patchbay_proto::installing::v1::job_agent_service_server::JobAgentServiceSer
 use patchbay_proto::scanning::v1::agent_service_server::AgentServiceServer;
 use patchbay_proto::scanning::v1::scanning_service_server::ScanningServiceServer;
 use patchbay_proto::system::v1::system_service_server::SystemServiceServer;
+use patchbay_proto::wsus::v1::wsus_service_server::WsusServiceServer;
 use patchbay_scanning::Scanning;
 use patchbay_scanning::grpc::{AgentApi, ScanningApi};
+use patchbay_wsus_sync::WsusSync;
+use patchbay_wsus_sync::grpc::WsusApi;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +37,7 @@ pub struct Hosted {
     pub approvals: Option<Approvals>,
     pub scanning: Option<Scanning>,
     pub installing: Option<Installing>,
+    pub wsus: Option<WsusSync>,
     /// "embedded" or "distributed".
     pub mode: &'static str,
 }
@@ -53,6 +57,7 @@ pub async fn serve(
         approvals,
         scanning,
         installing,
+        wsus,
         mode,
     } = hosted;
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -88,6 +93,7 @@ pub async fn serve(
         .map(|installing| JobAgentServiceServer::new(JobAgentApi::new(installing)));
     let installing =
         installing.map(|installing| InstallingServiceServer::new(InstallingApi::new(installing)));
+    let wsus = wsus.map(|wsus| WsusServiceServer::new(WsusApi::new(wsus)));
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
@@ -98,6 +104,7 @@ pub async fn serve(
         .add_optional_service(scanning)
         .add_optional_service(installing)
         .add_optional_service(job_agents)
+        .add_optional_service(wsus)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await
         .context("the gRPC server failed")

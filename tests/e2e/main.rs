@@ -10,3 +10,4 @@ mod installing;
 mod managed;
 mod scanning;
 mod server;
+mod wsus;

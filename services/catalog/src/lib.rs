@@ -10,5 +10,6 @@ pub mod installs;
 pub mod service;
 pub mod stats;
 pub mod view;
+pub mod wsus;
 
 pub use service::{Catalog, CatalogServiceError, ImportOutcome};
