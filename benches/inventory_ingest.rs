@@ -107,6 +107,7 @@ async fn run_postgres() {
         vec![("scanning", store)],
         bus,
         "bench",
+        data.path().join("wsus-content"),
     )
     .await
     .unwrap();

@@ -40,6 +40,8 @@ pub struct DistributedConfig {
     /// Subject prefix on NATS, so several Patchbays (or test runs) can share one NATS.
     pub subject_prefix: String,
     pub listen: SocketAddr,
+    /// Where the WSUS sync service keeps downloaded payloads.
+    pub content_dir: std::path::PathBuf,
 }
 
 #[derive(Debug)]
@@ -57,7 +59,14 @@ impl DistributedServer {
         let bus = Bus::nats(&config.nats_url, subjects)
             .await
             .with_context(|| format!("cannot reach NATS at {}", config.nats_url))?;
-        let host = Host::open(config.listen, vec![(service, store)], bus, "distributed").await?;
+        let host = Host::open(
+            config.listen,
+            vec![(service, store)],
+            bus,
+            "distributed",
+            config.content_dir.clone(),
+        )
+        .await?;
         Ok(Self { host })
     }
 

@@ -47,7 +47,8 @@ impl EmbeddedServer {
         let bus = Bus::in_process(&bus_url, Subjects::default())
             .await
             .with_context(|| format!("cannot open the in-process bus at {bus_url}"))?;
-        let host = Host::open(config.listen, stores, bus, "embedded").await?;
+        let content_dir = config.data_dir.join("wsus-content");
+        let host = Host::open(config.listen, stores, bus, "embedded", content_dir).await?;
         Ok(Self { host })
     }
 

@@ -2,6 +2,7 @@
 //! its relay, read-model followers and consumers, and serve its gRPC APIs until shutdown.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use patchbay_approvals::Approvals;
@@ -18,6 +19,7 @@ use patchbay_installing::observer::OBSERVERS as INSTALLING_OBSERVERS;
 use patchbay_scanning::Scanning;
 use patchbay_scanning::indexer::{self, CatalogIndexer};
 use patchbay_scanning::install_guard::{self, InstallGuard};
+use patchbay_wsus_sync::content::{self as wsus_content, ContentRequester, Downloader};
 use patchbay_wsus_sync::{SyncOptions, WsusSync};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -36,6 +38,8 @@ pub struct Host {
     scanning: Option<Scanning>,
     installing: Option<Installing>,
     wsus: Option<WsusSync>,
+    /// Where the WSUS sync service keeps downloaded payloads.
+    content_dir: PathBuf,
     mode: &'static str,
 }
 
@@ -46,6 +50,7 @@ impl Host {
         stores: Vec<(&'static str, EventStore)>,
         bus: Bus,
         mode: &'static str,
+        content_dir: PathBuf,
     ) -> anyhow::Result<Self> {
         let store = |name: &str| {
             stores
@@ -105,6 +110,7 @@ impl Host {
             scanning,
             installing,
             wsus,
+            content_dir,
             mode,
         })
     }
@@ -242,6 +248,31 @@ impl Host {
                 wsus.clone(),
                 shutdown.child_token(),
             )));
+            // Payloads of approved updates, when the settings ask for content.
+            let runner = ConsumerRunner::new(
+                ConsumerConfig {
+                    filter_subject: Some(
+                        self.bus
+                            .subjects()
+                            .event(wsus_content::SERVICE, wsus_content::EVENT_TYPE),
+                    ),
+                    ..ConsumerConfig::new(wsus_content::CONSUMER, wsus_content::SERVICE)
+                },
+                wsus.store().clone(),
+                self.bus.clone(),
+                ContentRequester::new(wsus.clone()),
+            );
+            let token = shutdown.child_token();
+            tasks.push(tokio::spawn(async move { Ok(runner.run(token).await?) }));
+            let downloader = Downloader::new(
+                wsus.clone(),
+                self.content_dir.clone(),
+                std::time::Duration::from_secs(120),
+            )?;
+            let token = shutdown.child_token();
+            tasks.push(tokio::spawn(
+                async move { Ok(downloader.run(token).await?) },
+            ));
         }
         let hosted = grpc::Hosted {
             stores: self.stores,

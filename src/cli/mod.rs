@@ -76,6 +76,13 @@ enum Command {
         /// Address of the service's gRPC server.
         #[arg(long, env = "PATCHBAY_LISTEN", default_value = "127.0.0.1:50051")]
         listen: SocketAddr,
+        /// wsus-sync: directory for downloaded payloads of approved updates.
+        #[arg(
+            long,
+            env = "PATCHBAY_WSUS_CONTENT_DIR",
+            default_value = "./wsus-content"
+        )]
+        content_dir: PathBuf,
         #[arg(
             long,
             env = "PATCHBAY_LOG_FORMAT",
@@ -248,6 +255,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
             nats_url,
             subject_prefix,
             listen,
+            content_dir,
             log_format,
         } => {
             let _telemetry = patchbay_telemetry::init(service.as_str(), log_format.into())?;
@@ -257,6 +265,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
                 nats_url,
                 subject_prefix,
                 listen,
+                content_dir,
             };
             let server = crate::distributed::DistributedServer::build(&config).await?;
             let shutdown = CancellationToken::new();

@@ -309,10 +309,13 @@ fn listing(updates: &[pb::UpdateSummary]) -> Listing {
             "update",
             "title",
             "vendor",
+            "product",
+            "version/KB",
             "classification",
             "severity",
             "CVEs",
             "KEV",
+            "superseded by",
             "approval",
         ],
         rows: updates
@@ -323,6 +326,8 @@ fn listing(updates: &[pb::UpdateSummary]) -> Listing {
                     u.update_id.clone(),
                     d.title,
                     d.vendor,
+                    d.product,
+                    d.version,
                     classification(d.classification),
                     severity(d.severity),
                     d.cve_ids.join(" "),
@@ -331,6 +336,7 @@ fn listing(updates: &[pb::UpdateSummary]) -> Listing {
                     } else {
                         String::new()
                     },
+                    u.superseded_by.clone(),
                     approval(u.approval_status),
                 ]
             })

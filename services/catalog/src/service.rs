@@ -73,6 +73,15 @@ impl Catalog {
         Ok(self.view.catch_up().await?)
     }
 
+    /// Catches up until `reached` holds or `timeout` passes; returns whether it held.
+    pub async fn catch_up_until(
+        &self,
+        reached: impl Fn(&CatalogView) -> bool,
+        timeout: std::time::Duration,
+    ) -> Result<bool, CatalogServiceError> {
+        Ok(self.view.catch_up_until(reached, timeout).await?)
+    }
+
     /// Keeps the view following the log (other replicas' writes) until `shutdown`.
     pub async fn follow(self, shutdown: CancellationToken) -> Result<(), CatalogServiceError> {
         Ok(self.view.follow(shutdown).await?)

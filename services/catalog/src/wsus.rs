@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 
 use patchbay_bus::{EventHandler, HandlerError, IncomingEvent};
-use patchbay_eventstore::{ExpectedVersion, StreamAppend, Transaction};
+use std::time::Duration;
+
+use patchbay_eventstore::{EventStoreError, ExpectedVersion, StreamAppend, Transaction};
 use patchbay_proto::catalog::v1 as pb;
 use patchbay_proto::wsus::v1 as wsus;
 use prost::Message as _;
@@ -98,6 +100,52 @@ impl EventHandler for WsusRecorder {
             .catch_up()
             .await
             .map_err(|e| HandlerError::Transient(e.to_string()))?;
+        let mut attempt = 0;
+        loop {
+            let appends = self.plan(events)?;
+            if appends.is_empty() {
+                return Ok(());
+            }
+            match tx.append_streams(&appends).await {
+                Ok(_) => return Ok(()),
+                // The view had not shown an earlier batch yet (on PostgreSQL a transaction open
+                // elsewhere holds the global order back for a moment): wait for it, decide again.
+                Err(EventStoreError::Conflict {
+                    stream_id,
+                    actual: Some(actual),
+                    ..
+                }) if attempt < CONFLICT_RETRIES => {
+                    attempt += 1;
+                    let id = stream_id
+                        .strip_prefix("update-")
+                        .unwrap_or(&stream_id)
+                        .to_owned();
+                    self.catalog
+                        .catch_up_until(
+                            |view| {
+                                view.updates
+                                    .get(&id)
+                                    .is_some_and(|e| e.stream_version >= actual)
+                            },
+                            VIEW_WAIT,
+                        )
+                        .await
+                        .map_err(|e| HandlerError::Transient(e.to_string()))?;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+}
+
+/// Re-decisions after a conflict before the batch is handed back for redelivery.
+const CONFLICT_RETRIES: u32 = 3;
+/// Longest wait for the view to show a stream version a conflict reported.
+const VIEW_WAIT: Duration = Duration::from_secs(5);
+
+impl WsusRecorder {
+    /// The catalog appends the batch means, decided on the view.
+    fn plan(&self, events: &[&IncomingEvent]) -> Result<Vec<StreamAppend>, HandlerError> {
         // Decisions build on each other within the batch (a revision after its publication, a
         // supersedence after the superseded update): keep the batch's own states beside the view,
         // and append each stream's events at the version the view had.
@@ -144,17 +192,13 @@ impl EventHandler for WsusRecorder {
                 }
             }
         }
-        let appends: Vec<StreamAppend> = pending
+        Ok(pending
             .into_iter()
             .map(|(stream, events)| {
                 let version = states.get(&stream).map_or(0, |s| s.1);
                 StreamAppend::new(stream, ExpectedVersion::Exact(version), events)
             })
-            .collect();
-        if !appends.is_empty() {
-            tx.append_streams(&appends).await?;
-        }
-        Ok(())
+            .collect())
     }
 }
 

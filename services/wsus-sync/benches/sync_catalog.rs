@@ -107,7 +107,10 @@ async fn run(backend: &str, wsus_url: &str, catalog_url: &str, updates: usize) {
     catalog.catch_up().await.unwrap();
     let ingested = ingest.elapsed();
     let listed = catalog.view().updates.len();
-    assert!(listed >= updates * 9 / 10, "{listed} of {updates} in the catalog");
+    assert!(
+        listed >= updates * 9 / 10,
+        "{listed} of {updates} in the catalog"
+    );
     let total = started.elapsed();
     println!(
         "{backend}: {updates} revisions ({} categories, {:.1} MiB metadata, {} requests): \

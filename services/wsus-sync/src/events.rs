@@ -15,6 +15,7 @@ patchbay_proto::event_enum! {
         WsusUpdateSynced(pb::WsusUpdateSynced),
         WsusSyncCompleted(pb::WsusSyncCompleted),
         WsusSyncFailed(pb::WsusSyncFailed),
+        WsusContentRequested(pb::WsusContentRequested),
         WsusContentDownloaded(pb::WsusContentDownloaded),
         WsusContentFailed(pb::WsusContentFailed),
     }
@@ -39,6 +40,11 @@ pub fn run_stream(run_id: &str) -> String {
 /// The stream of one upstream update's revisions.
 pub fn update_stream(update_id: &str) -> String {
     format!("wsus-update-{update_id}")
+}
+
+/// The stream of one update's content download requests.
+pub fn content_request_stream(update_id: &str) -> String {
+    format!("wsus-content-request-{update_id}")
 }
 
 /// The stream of one downloaded payload file, by SHA-1.

@@ -3,6 +3,7 @@
 //! event, and hands each update revision to the catalog as `WsusUpdateSynced`.
 
 pub mod client;
+pub mod content;
 pub mod domain;
 pub mod events;
 pub mod grpc;

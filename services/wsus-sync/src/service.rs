@@ -92,6 +92,10 @@ impl WsusSync {
         })
     }
 
+    pub(crate) fn live_view(&self) -> &LiveView<WsusView> {
+        &self.view
+    }
+
     pub fn store(&self) -> &EventStore {
         self.view.store()
     }

@@ -188,7 +188,18 @@ impl<'a> SyncRun<'a> {
                 operation: "GetConfigData",
                 element: "MaxNumberOfUpdatesPerRequest",
                 value: "0".into(),
-                reason: "must be at least 1".into(),
+                reason: "is not a usable batch size".into(),
+            }));
+        }
+        // Spec 1.7: every version this DSS can talk to has major version 1.
+        if let Some(version) = &config.protocol_version
+            && version.split('.').next() != Some("1")
+        {
+            return Err(RunError::Protocol(WsusError::Invalid {
+                operation: "GetConfigData",
+                element: "ProtocolVersion",
+                value: version.clone(),
+                reason: "is not 1.x, the only major version this Patchbay speaks".into(),
             }));
         }
         let batch = config.max_updates_per_request as usize;
@@ -322,7 +333,7 @@ impl<'a> SyncRun<'a> {
                                 metadata.identity.update_id, metadata.identity.revision_number
                             ),
                             reason: format!(
-                                "the metadata describes another revision than {}/{}",
+                                "does not match the requested revision {}/{}",
                                 revision.identity.update_id, revision.identity.revision_number
                             ),
                         }));
@@ -466,7 +477,10 @@ impl<'a> SyncRun<'a> {
         tokio::time::sleep(delay.min(Duration::from_secs(300))).await;
     }
 
-    /// The current cookie, or a new one (spec 3.2.4.1) when there is none or it has expired.
+    /// The current cookie, or a new one (spec 3.2.4.1) when there is none or it is about to
+    /// expire. An expired cookie is renewed with GetCookie (passing it as `oldCookie`); the whole
+    /// authorization is redone only when the upstream refused our cookies, and only that counts
+    /// towards [`SyncOptions::max_authorizations`].
     async fn valid_cookie(&mut self) -> Result<Cookie, RunError> {
         if let Some(cookie) = &self.cookie
             && !cookie.is_expired_at(Utc::now())
@@ -474,11 +488,11 @@ impl<'a> SyncRun<'a> {
             return Ok(cookie.clone());
         }
         loop {
-            self.authorizations += 1;
-            if self.authorizations > self.options.max_authorizations {
-                return Err(RunError::AuthorizationLoop(self.authorizations - 1));
-            }
             if self.authorization.is_none() {
+                self.authorizations += 1;
+                if self.authorizations > self.options.max_authorizations {
+                    return Err(RunError::AuthorizationLoop(self.authorizations - 1));
+                }
                 let config = self
                     .call_plain(get_auth_config::request(), get_auth_config::parse_response)
                     .await?;
@@ -501,6 +515,7 @@ impl<'a> SyncRun<'a> {
                 get_cookie::request(&authorization, self.cookie.as_ref(), PROTOCOL_VERSION);
             match self.call_plain(request, get_cookie::parse_response).await {
                 Ok(cookie) => {
+                    // Used for this call even if its lifetime is shorter than the renewal margin.
                     self.cookie = Some(cookie.clone());
                     return Ok(cookie);
                 }

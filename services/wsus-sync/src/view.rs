@@ -17,6 +17,8 @@ pub struct KnownRevision {
     pub expired: bool,
     /// Version of the `wsus-update-<id>` stream.
     pub stream_version: u64,
+    /// Payload files of the revision, for content download.
+    pub files: Vec<pb::WsusFile>,
 }
 
 #[derive(Debug, Default)]
@@ -33,9 +35,27 @@ pub struct WsusView {
     pub categories: HashMap<String, CategoryInfo>,
     /// Downloaded payloads by SHA-1 (hex).
     pub content: HashMap<String, pb::WsusContentDownloaded>,
+    /// Payloads requested for download by SHA-1 (hex), with the update that needs them.
+    pub content_requested: BTreeMap<String, (String, pb::WsusFile)>,
+    /// Failed attempts per payload SHA-1 (hex), and the last reason.
+    pub content_failures: HashMap<String, (u32, String)>,
 }
 
 impl WsusView {
+    /// Requested payloads not downloaded yet that have failed fewer than `max_failures` times.
+    pub fn pending_content(&self, max_failures: u32) -> Vec<(String, pb::WsusFile)> {
+        self.content_requested
+            .iter()
+            .filter(|(sha1, _)| !self.content.contains_key(*sha1))
+            .filter(|(sha1, _)| {
+                self.content_failures
+                    .get(*sha1)
+                    .is_none_or(|(n, _)| *n < max_failures)
+            })
+            .map(|(_, (update_id, file))| (update_id.clone(), file.clone()))
+            .collect()
+    }
+
     /// The newest run, if any.
     pub fn last_run(&self) -> Option<&RunSummary> {
         self.runs.values().next_back()
@@ -118,14 +138,30 @@ impl Projection for WsusView {
                         update_type: synced.update_type,
                         expired: synced.expired,
                         stream_version: recorded.stream_version,
+                        files: synced.files.clone(),
                     },
                 );
+            }
+            WsusEvent::WsusContentRequested(requested) => {
+                for file in &requested.files {
+                    self.content_requested.insert(
+                        file.sha1.clone(),
+                        (requested.update_id.clone(), file.clone()),
+                    );
+                }
             }
             WsusEvent::WsusContentDownloaded(downloaded) => {
                 self.content
                     .insert(downloaded.sha1.clone(), downloaded.clone());
             }
-            WsusEvent::WsusContentFailed(_) => {}
+            WsusEvent::WsusContentFailed(failed) => {
+                let entry = self
+                    .content_failures
+                    .entry(failed.sha1.clone())
+                    .or_default();
+                entry.0 += 1;
+                entry.1 = failed.reason.clone();
+            }
         }
         Ok(())
     }

@@ -291,6 +291,33 @@ async fn faults_are_handled_as_the_spec_says(store: EventStore) {
     assert!(events.iter().any(|e| e.event_type == "WsusAnchorsReset"));
 }
 
+async fn expiring_cookies_are_renewed_never_used(store: EventStore) {
+    // Cookies that live 30 s are inside the 60 s renewal margin from the start, so every call
+    // renews with GetCookie (oldCookie set); the upstream refuses any expired cookie.
+    let upstream = FakeUpstream::start(
+        FixtureCatalog::sample(),
+        UpstreamOptions {
+            max_updates_per_request: BATCH,
+            cookie_lifetime: Duration::from_secs(30),
+            ..UpstreamOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let wsus = configured(store, &upstream).await;
+    completed(&sync(&wsus).await);
+    let requests = upstream.requests();
+    let count = |operation: &str| requests.iter().filter(|r| r.operation == operation).count();
+    let server_sync_calls =
+        count("GetConfigData") + count("GetRevisionIdList") + count("GetUpdateData");
+    assert_eq!(count("GetCookie"), server_sync_calls);
+    assert_eq!(
+        count("GetAuthorizationCookie"),
+        1,
+        "renewal needs no new authorization"
+    );
+}
+
 async fn bad_answers_fail_cleanly(store: EventStore) {
     let upstream = upstream().await;
     let wsus = configured(store.clone(), &upstream).await;
@@ -318,6 +345,15 @@ async fn bad_answers_fail_cleanly(store: EventStore) {
         );
         assert_eq!(synced(&store).await.len(), stored, "nothing half-stored");
     }
+    // An upstream that announces another major protocol version.
+    upstream.set_protocol_version("2.0");
+    let failure = failed(&sync(&wsus).await);
+    assert!(
+        failure.reason.contains("ProtocolVersion"),
+        "{}",
+        failure.reason
+    );
+    upstream.set_protocol_version("1.20");
     // An upstream that hangs: the request times out, the run fails.
     upstream.hang_next("GetRevisionIdList", 1);
     let failure = failed(&sync(&wsus).await);
@@ -470,6 +506,11 @@ on_both_backends!(
     bad_answers_fail_cleanly,
     bad_answers_sqlite,
     bad_answers_postgres
+);
+on_both_backends!(
+    expiring_cookies_are_renewed_never_used,
+    cookies_sqlite,
+    cookies_postgres
 );
 on_both_backends!(
     a_crash_mid_sync_resumes_from_the_last_anchor,
