@@ -1,5 +1,6 @@
 //! The same flow as `scanning.rs` across separate processes: `patchbay serve catalog` and
-//! `patchbay serve scanning`, each with its own PostgreSQL database, talking over NATS JetStream.
+//! `patchbay serve scanning`, each with its own PostgreSQL database, talking over NATS JetStream;
+//! and `patchbay serve wsus-sync` feeding `patchbay serve catalog` the same way.
 
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
@@ -343,4 +344,84 @@ async fn the_install_loop_across_processes_survives_killing_the_installing_servi
     for service in ["catalog", "approvals", "scanning", "installing", "dlq"] {
         let _ = bus.delete_stream(service).await;
     }
+}
+
+/// WSUS sync and the catalog as separate processes: `WsusUpdateSynced` reaches the catalog over
+/// NATS JetStream, each service's log in its own PostgreSQL database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wsus_sync_feeds_the_catalog_over_nats() {
+    use patchbay_proto::wsus::v1 as wsus;
+    use patchbay_proto::wsus::v1::wsus_service_client::WsusServiceClient;
+    use patchbay_wsus_upstream::{FakeUpstream, FixtureCatalog, UpstreamOptions, ids};
+
+    let Some(nats) = nats_url() else { return };
+    let (Some(catalog_db), Some(wsus_db)) =
+        (TestPostgres::create().await, TestPostgres::create().await)
+    else {
+        return;
+    };
+    let upstream = FakeUpstream::start(FixtureCatalog::sample(), UpstreamOptions::default())
+        .await
+        .unwrap();
+    let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let catalog_service = serve("catalog", &catalog_db.url, &nats, &prefix).await;
+    let wsus_service = serve("wsus-sync", &wsus_db.url, &nats, &prefix).await;
+
+    let mut client = WsusServiceClient::connect(format!("http://{}", wsus_service.address))
+        .await
+        .unwrap();
+    client
+        .set_config(wsus::SetConfigRequest {
+            upstream_url: upstream.url(),
+            schedule: "manual".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut run = client
+        .start_sync(wsus::StartSyncRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in 0..300 {
+        if run.state != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        run = client
+            .get_run(wsus::GetRunRequest {
+                run_id: run.run_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    }
+    assert_eq!(run.state, "completed", "{run:?}");
+    let synced = run.completed.unwrap().new_updates as usize;
+
+    let mut catalog = CatalogServiceClient::connect(format!("http://{}", catalog_service.address))
+        .await
+        .unwrap();
+    let mut listed = Vec::new();
+    for _ in 0..300 {
+        listed = catalog
+            .list_updates(catalog::ListUpdatesRequest {
+                kind: catalog::UpdateKind::Windows as i32,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .updates;
+        if listed.len() >= synced {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(listed.len(), synced);
+    let old = listed
+        .iter()
+        .find(|u| u.update_id == ids::KB_CUMULATIVE_OLD)
+        .unwrap();
+    assert_eq!(old.superseded_by, ids::KB_CUMULATIVE_NEW);
 }
