@@ -378,24 +378,7 @@ async fn wsus_sync_feeds_the_catalog_over_nats() {
         })
         .await
         .unwrap();
-    let mut run = client
-        .start_sync(wsus::StartSyncRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    for _ in 0..300 {
-        if run.state != "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        run = client
-            .get_run(wsus::GetRunRequest {
-                run_id: run.run_id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-    }
+    let run = crate::helpers::sync_wsus(&mut client).await;
     assert_eq!(run.state, "completed", "{run:?}");
     let synced = run.completed.unwrap().new_updates as usize;
 

@@ -81,3 +81,31 @@ pub async fn import_apt(
         .into_inner();
     assert!(summary.problems.is_empty(), "{:?}", summary.problems);
 }
+
+/// Starts a WSUS sync and polls it until it is no longer running (at most 15 s).
+pub async fn sync_wsus(
+    client: &mut patchbay_proto::wsus::v1::wsus_service_client::WsusServiceClient<
+        tonic::transport::Channel,
+    >,
+) -> patchbay_proto::wsus::v1::SyncRun {
+    use patchbay_proto::wsus::v1 as wsus;
+    let mut run = client
+        .start_sync(wsus::StartSyncRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in 0..300 {
+        if run.state != "running" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        run = client
+            .get_run(wsus::GetRunRequest {
+                run_id: run.run_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    }
+    run
+}

@@ -45,24 +45,7 @@ async fn a_wsus_sync_feeds_the_catalog_and_windows_scans() {
     })
     .await
     .unwrap();
-    let mut run = wsus
-        .start_sync(pb::StartSyncRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    for _ in 0..300 {
-        if run.state != "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        run = wsus
-            .get_run(pb::GetRunRequest {
-                run_id: run.run_id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-    }
+    let run = crate::helpers::sync_wsus(&mut wsus).await;
     assert_eq!(run.state, "completed", "{run:?}");
     let completed = run.completed.unwrap();
     assert!(completed.new_updates >= 2, "{completed:?}");

@@ -215,31 +215,16 @@ impl<'a> SyncRun<'a> {
         ))
         .await?;
 
-        self.phase = "categories";
         let anchor = self.service.view().upstream.categories_anchor.clone();
-        let filter = SyncFilter {
+        let categories = SyncFilter {
             anchor,
             get_config: true,
             get_63_language_only: true,
             ..SyncFilter::default()
         };
-        let list = self
-            .call(
-                |cookie| get_revision_id_list::request(cookie, &filter),
-                get_revision_id_list::parse_response,
-            )
+        self.sync_revisions("categories", categories, batch, String::new())
             .await?;
-        self.fetch_and_store("categories", &list.new_revisions, batch)
-            .await?;
-        self.append_upstream(WsusEvent::WsusSyncAnchorStored(pb::WsusSyncAnchorStored {
-            run_id: self.run_id.clone(),
-            config: true,
-            anchor: list.anchor,
-            filter_digest: String::new(),
-        }))
-        .await?;
 
-        self.phase = "updates";
         let digest = filter_digest(&self.settings);
         let anchor = self
             .service
@@ -256,7 +241,7 @@ impl<'a> SyncRun<'a> {
                 })
                 .collect()
         };
-        let filter = SyncFilter {
+        let updates = SyncFilter {
             anchor,
             get_config: false,
             get_63_language_only: true,
@@ -264,22 +249,33 @@ impl<'a> SyncRun<'a> {
             classifications: ids(&self.settings.classification_ids),
             ..SyncFilter::default()
         };
+        self.sync_revisions("updates", updates, batch, digest).await
+    }
+
+    /// One GetRevisionIdList, every revision it lists fetched and stored, then its anchor.
+    async fn sync_revisions(
+        &mut self,
+        phase: &'static str,
+        filter: SyncFilter,
+        batch: usize,
+        filter_digest: String,
+    ) -> Result<(), RunError> {
+        self.phase = phase;
         let list = self
             .call(
                 |cookie| get_revision_id_list::request(cookie, &filter),
                 get_revision_id_list::parse_response,
             )
             .await?;
-        self.fetch_and_store("updates", &list.new_revisions, batch)
+        self.fetch_and_store(phase, &list.new_revisions, batch)
             .await?;
         self.append_upstream(WsusEvent::WsusSyncAnchorStored(pb::WsusSyncAnchorStored {
             run_id: self.run_id.clone(),
-            config: false,
+            config: filter.get_config,
             anchor: list.anchor,
-            filter_digest: digest,
+            filter_digest,
         }))
-        .await?;
-        Ok(())
+        .await
     }
 
     /// GetUpdateData in batches of at most `batch` ids; each batch is stored in one transaction
