@@ -291,6 +291,45 @@ async fn faults_are_handled_as_the_spec_says(store: EventStore) {
     assert!(events.iter().any(|e| e.event_type == "WsusAnchorsReset"));
 }
 
+async fn the_schedule_starts_runs_when_due(store: EventStore) {
+    let upstream = upstream().await;
+    let wsus = WsusSync::open(store, options()).await.unwrap();
+    assert_eq!(
+        wsus.next_run_at(),
+        None,
+        "not configured: nothing to schedule"
+    );
+    wsus.set_config(
+        ConfigRequest {
+            upstream_url: upstream.url(),
+            ..ConfigRequest::default()
+        },
+        "user:admin",
+    )
+    .await
+    .unwrap();
+    // Daily by default, and due at once when it never ran.
+    let now = chrono::Utc::now();
+    assert!(wsus.next_run_at().unwrap() <= now);
+    let (run_id, running) = wsus.run_due(now).await.unwrap().expect("a run is due");
+    running.await.unwrap();
+    let run = wsus.run(&run_id).unwrap();
+    assert_eq!(
+        (run.trigger.as_str(), run.state),
+        ("schedule", RunState::Completed)
+    );
+    let next = wsus.next_run_at().unwrap();
+    assert_eq!(next, run.started_at.unwrap() + chrono::Duration::days(1));
+    assert!(
+        wsus.run_due(now).await.unwrap().is_none(),
+        "not due again today"
+    );
+    assert!(
+        wsus.run_due(next).await.unwrap().is_some(),
+        "due a day later"
+    );
+}
+
 async fn expiring_cookies_are_renewed_never_used(store: EventStore) {
     // Cookies that live 30 s are inside the 60 s renewal margin from the start, so every call
     // renews with GetCookie (oldCookie set); the upstream refuses any expired cookie.
@@ -506,6 +545,11 @@ on_both_backends!(
     bad_answers_fail_cleanly,
     bad_answers_sqlite,
     bad_answers_postgres
+);
+on_both_backends!(
+    the_schedule_starts_runs_when_due,
+    schedule_sqlite,
+    schedule_postgres
 );
 on_both_backends!(
     expiring_cookies_are_renewed_never_used,
