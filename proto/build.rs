@@ -15,6 +15,7 @@ const PROTOS: &[&str] = &[
     "patchbay/installing/v1/installing.proto",
     "patchbay/wsus/v1/events.proto",
     "patchbay/wsus/v1/wsus.proto",
+    "patchbay/audit/v1/audit.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -42,6 +42,12 @@ pub mod wsus {
     }
 }
 
+pub mod audit {
+    pub mod v1 {
+        tonic::include_proto!("patchbay.audit.v1");
+    }
+}
+
 pub mod system {
     pub mod v1 {
         tonic::include_proto!("patchbay.system.v1");

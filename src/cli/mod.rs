@@ -6,6 +6,7 @@ mod approval_rules;
 mod approve;
 mod devices;
 mod eula;
+mod events;
 mod info;
 mod jobs;
 mod output;
@@ -154,6 +155,13 @@ enum Command {
         #[command(subcommand)]
         command: jobs::JobsCommand,
     },
+    /// Every service's events, decoded: `events list` with filters, `events tail` live.
+    Events {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: events::EventsCommand,
+    },
     /// WSUS sync: synchronise Microsoft update metadata from an upstream WSUS or Microsoft Update.
     Wsus {
         #[command(flatten)]
@@ -282,6 +290,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Jobs { client, command } => jobs::run(&client, command).await,
         Command::Report(args) => report::run(args).await,
         Command::Wsus { client, command } => wsus::run(&client, command).await,
+        Command::Events { client, command } => events::run(&client, command).await,
         Command::Devices { client, command } => devices::devices(&client, command).await,
         Command::Scan { client, command } => devices::scan(&client, command).await,
     }

@@ -1,5 +1,6 @@
 //! The gRPC server: Patchbay's APIs plus the standard health and reflection services.
 
+mod audit;
 mod system;
 
 use anyhow::Context as _;
@@ -11,6 +12,7 @@ use patchbay_eventstore::EventStore;
 use patchbay_installing::Installing;
 use patchbay_installing::grpc::{InstallingApi, JobAgentApi};
 use patchbay_proto::approvals::v1::approvals_service_server::ApprovalsServiceServer;
+use patchbay_proto::audit::v1::audit_service_server::AuditServiceServer;
 use patchbay_proto::catalog::v1::catalog_service_server::CatalogServiceServer;
 use patchbay_proto::installing::v1::installing_service_server::InstallingServiceServer;
 use patchbay_proto::installing::v1::job_agent_service_server::JobAgentServiceServer;
@@ -94,10 +96,15 @@ pub async fn serve(
     let installing =
         installing.map(|installing| InstallingServiceServer::new(InstallingApi::new(installing)));
     let wsus = wsus.map(|wsus| WsusServiceServer::new(WsusApi::new(wsus)));
+    let audit = AuditServiceServer::new(
+        audit::AuditApi::new(stores.clone(), shutdown.clone())
+            .context("reading Patchbay's own protobuf descriptors")?,
+    );
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(SystemServiceServer::new(SystemApi::new(stores, mode)))
+        .add_service(audit)
         .add_optional_service(catalog)
         .add_optional_service(approvals)
         .add_optional_service(agents)

@@ -6,7 +6,11 @@
 //!   b. PostgreSQL `append`, one event per call, 8 concurrent writers on streams of their own;
 //!   c. SQLite `append`, batches of 100, `synchronous=FULL` (default) and `NORMAL`, each against a
 //!      bare multi-row `INSERT` baseline;
-//!   d. `read_all` replay of everything written into a trivial projection, on both backends.
+//!   d. `read_all` replay of everything written into a trivial projection, on both backends;
+//!   e. tamper evidence: `append`, batches of 100, with and without a `Sealer` hash-chaining the
+//!      log concurrently on the same store, interleaved round by round, on both backends (target:
+//!      chaining costs at most 10 % of append throughput); then `seal` and `verify_chain` rates.
+//!      Its rounds are longer than case a's: `PATCHBAY_BENCH_EVENTS` / 2 events each.
 //!
 //! Environment: `PATCHBAY_BENCH_DATABASE_URL`, `PATCHBAY_BENCH_EVENTS`, `PATCHBAY_BENCH_CASES` and
 //! the diagnostic `PATCHBAY_BENCH_PG_SETUP` / `PATCHBAY_BENCH_SQLITE_SETUP` (see the constants
@@ -19,11 +23,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use patchbay_eventstore::{
-    EventStore, ExpectedVersion, LogPosition, NewEvent, SqliteDurability, StoreOptions,
-    postgres_raw_insert,
+    DEFAULT_SEAL_BATCH, EventStore, ExpectedVersion, LogPosition, NewEvent, Sealer,
+    SqliteDurability, StoreOptions, postgres_raw_insert,
 };
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{AssertSqlSafe, ConnectOptions};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const DATABASE_URL_VAR: &str = "PATCHBAY_BENCH_DATABASE_URL";
@@ -58,6 +63,8 @@ const TARGET_PG_RATIO: f64 = 0.7;
 const TARGET_PG_SINGLE: f64 = 3_000.0;
 const TARGET_SQLITE_BATCH: f64 = 100_000.0;
 const TARGET_REPLAY: f64 = 500_000.0;
+/// Case e: append throughput with a sealer running, as a share of the throughput without one.
+const TARGET_SEALING_RATIO: f64 = 0.9;
 
 fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
@@ -108,7 +115,7 @@ impl Config {
                 .ok()
                 .filter(|sql| !sql.trim().is_empty()),
             cases: std::env::var(CASES_VAR)
-                .unwrap_or_else(|_| "abcd".to_owned())
+                .unwrap_or_else(|_| "abcde".to_owned())
                 .to_ascii_lowercase(),
         })
     }
@@ -131,12 +138,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut report = Report::default();
 
     println!("\n== PostgreSQL ==");
-    if !(config.runs('a') || config.runs('b') || config.runs('d')) {
+    if !(config.runs('a') || config.runs('b') || config.runs('d') || config.runs('e')) {
         println!("no PostgreSQL case selected");
     } else {
         postgres(&config, &mut report).await?;
     }
-    if config.runs('c') || config.runs('d') {
+    if config.runs('c') || config.runs('d') || config.runs('e') {
         println!("\n== SQLite ==");
         sqlite_cases(&config, &mut report).await?;
     }
@@ -154,7 +161,7 @@ async fn postgres(config: &Config, report: &mut Report) -> anyhow::Result<()> {
             result?;
         }
         Err(error) => println!(
-            "SKIPPED PostgreSQL cases (a, b, d/postgres): cannot reach {}: {error:#}",
+            "SKIPPED PostgreSQL cases (a, b, d/postgres, e/postgres): cannot reach {}: {error:#}",
             redact(&config.database_url)
         ),
     }
@@ -202,8 +209,201 @@ async fn postgres_cases(url: &str, config: &Config, report: &mut Report) -> anyh
         }
         replay_cases(&store, "postgres", report).await?;
     }
+    if config.runs('e') {
+        sealing_overhead(&store, "postgres", &mut events, config, report).await?;
+    }
     store.close().await;
     Ok(())
+}
+
+/// Case e alternates with and without the sealer this many times (ABBA). Fewer, longer rounds than
+/// case a: the sealer lingers 100 ms between batches, and a short round would end before it sealed.
+const SEALING_ROUNDS: usize = 2;
+
+/// Case e: appends with a `Sealer` (default settings) following the log against appends without
+/// one, interleaved round by round (ABBA) on the same store. The sealer's backlog is cleared,
+/// untimed, between rounds, so a round with the sealer pays only for sealing its own appends. Work
+/// the sealer had not done when a round's appends ended is reported as its backlog, and a second
+/// rate counts each round until the sealer had caught up with it (pessimistic: it adds the tail).
+async fn sealing_overhead(
+    store: &EventStore,
+    backend: &str,
+    events: &mut EventFactory,
+    config: &Config,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let batches_per_round = (config.events / BATCH / SEALING_ROUNDS).max(1);
+    let mut stream_no = 0_u64;
+    let mut next_batches = |events: &mut EventFactory, n: usize| {
+        (0..n)
+            .map(|_| {
+                stream_no += 1;
+                (
+                    format!("sealing-{stream_no:09}"),
+                    events.batch(BATCH, "DeploymentPlanned"),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    // Warm-up, and seal what earlier cases wrote.
+    for (stream, batch) in next_batches(events, 20) {
+        store
+            .append(&stream, ExpectedVersion::NoStream, &batch)
+            .await?;
+    }
+    let mut catch_up = SealCatchUp::default();
+    catch_up.run(store).await?;
+    let (mut with_time, mut without_time) = (Duration::ZERO, Duration::ZERO);
+    let mut until_sealed_time = Duration::ZERO;
+    let (mut with_rounds, mut without_rounds, mut lags) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..SEALING_ROUNDS {
+        let with_batches = next_batches(events, batches_per_round);
+        let without_batches = next_batches(events, batches_per_round);
+        for with_sealer in if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        } {
+            let batches = if with_sealer {
+                &with_batches
+            } else {
+                &without_batches
+            };
+            let shutdown = CancellationToken::new();
+            let sealer =
+                with_sealer.then(|| tokio::spawn(Sealer::new(store.clone()).run(shutdown.clone())));
+            let started = Instant::now();
+            for (stream, batch) in batches {
+                store
+                    .append(stream, ExpectedVersion::NoStream, batch)
+                    .await?;
+            }
+            let elapsed = started.elapsed();
+            let rate = per_second(batches_per_round * BATCH, elapsed);
+            if let Some(sealer) = sealer {
+                // How far behind the sealer was when the appends ended.
+                let head = store.seal_head().await?;
+                let backlog = store.count_after(head.position).await?;
+                lags.push(backlog);
+                // The tail: until the sealer has sealed everything this round appended.
+                let target = store.count_after(LogPosition::START).await?;
+                while store.seal_head().await?.sequence < target {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                until_sealed_time += started.elapsed();
+                shutdown.cancel();
+                sealer.await??;
+                with_time += elapsed;
+                with_rounds.push(rate);
+            } else {
+                without_time += elapsed;
+                without_rounds.push(rate);
+            }
+            catch_up.run(store).await?;
+        }
+    }
+    let measured = batches_per_round * BATCH * SEALING_ROUNDS;
+    println!(
+        "e. per-round events/s, with sealer:    {}",
+        join_rates(&with_rounds)
+    );
+    println!(
+        "e. per-round events/s, without sealer: {}",
+        join_rates(&without_rounds)
+    );
+    println!(
+        "e. sealer backlog when each round's appends ended (events): {}",
+        lags.iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    report.add(
+        "e",
+        backend,
+        "append, batches of 100, fresh streams, with a Sealer running",
+        measured,
+        with_time,
+        Target::None,
+    );
+    report.add(
+        "e",
+        backend,
+        "append, batches of 100, fresh streams, no sealer",
+        measured,
+        without_time,
+        Target::None,
+    );
+    report.add(
+        "e",
+        backend,
+        "  the same rounds timed until the sealer had sealed them",
+        measured,
+        until_sealed_time,
+        Target::None,
+    );
+    report.ratio(
+        "e",
+        backend,
+        "ratio append with sealer / without",
+        per_second(measured, with_time) / per_second(measured, without_time),
+        TARGET_SEALING_RATIO,
+    );
+    if catch_up.events > 0 {
+        report.add(
+            "e",
+            backend,
+            "seal (catch-up between rounds, nothing appending, 10,000 per transaction)",
+            catch_up.events as usize,
+            catch_up.time,
+            Target::None,
+        );
+    }
+    let started = Instant::now();
+    let verified = store.verify_chain().await?;
+    let elapsed = started.elapsed();
+    anyhow::ensure!(verified.is_intact(), "{verified}");
+    report.add(
+        "e",
+        backend,
+        "verify_chain of the whole log",
+        verified.sealed as usize,
+        elapsed,
+        Target::None,
+    );
+    Ok(())
+}
+
+/// Seals everything appended so far, untimed for the append figures but timed on its own.
+#[derive(Debug, Default)]
+struct SealCatchUp {
+    events: u64,
+    time: Duration,
+}
+
+impl SealCatchUp {
+    async fn run(&mut self, store: &EventStore) -> anyhow::Result<()> {
+        let target = store.count_after(LogPosition::START).await?;
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(60);
+        loop {
+            let progress = store.seal(DEFAULT_SEAL_BATCH).await?;
+            self.events += progress.sealed;
+            if progress.head.sequence >= target {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "sealing did not catch up with {target} events in 60 s"
+            );
+            if progress.caught_up {
+                // PostgreSQL: the last events are behind a transaction still open elsewhere.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        self.time += started.elapsed();
+        Ok(())
+    }
 }
 
 /// Case a: `append` against `postgres_raw_insert` of the same kind of rows, interleaved.
@@ -545,6 +745,19 @@ async fn sqlite_cases(config: &Config, report: &mut Report) -> anyhow::Result<()
         replay_cases(&store, "sqlite", report).await?;
     }
     store.close().await;
+    if config.runs('e') {
+        // The default options: synchronous=FULL, as an embedded Patchbay runs.
+        let store = EventStore::connect(&url).await?;
+        sqlite_setup(
+            store
+                .sqlite_pool()
+                .context("a sqlite: store has a SQLite pool")?,
+            config,
+        )
+        .await?;
+        sealing_overhead(&store, "sqlite", &mut events, config, report).await?;
+        store.close().await;
+    }
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! Patchbay's event store: each service's append-only log on PostgreSQL (production) or SQLite
 //! (embedded), with optimistic concurrency, idempotent appends, a global order that never skips a
 //! late-committing transaction, catch-up + live subscriptions, an inbox for idempotent consumers,
-//! snapshots and upcasters.
+//! snapshots, upcasters, and tamper evidence (a hash chain over the log, see [`Sealer`] and
+//! [`EventStore::verify_chain`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), patchbay_eventstore::EventStoreError> {
@@ -17,10 +18,12 @@ mod error;
 mod event;
 mod postgres;
 mod replay;
+mod seal;
 mod sqlite;
 mod store;
 mod subscription;
 mod upcast;
+mod verify;
 mod view;
 
 pub use error::EventStoreError;
@@ -30,7 +33,12 @@ pub use event::{
 };
 pub use postgres::raw_insert as postgres_raw_insert;
 pub use replay::Replay;
+pub use seal::{
+    ChainHead, DEFAULT_SEAL_BATCH, DEFAULT_SEAL_LINGER, GENESIS_DIGEST, SealProgress, Sealer,
+    chain_digest,
+};
 pub use store::{EventStore, SqliteDurability, StoreOptions, Transaction};
 pub use subscription::Subscription;
 pub use upcast::Upcasters;
+pub use verify::{ChainProblem, ChainReport};
 pub use view::{LiveView, Positioned, Projection, ViewError};

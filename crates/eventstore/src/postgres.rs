@@ -11,6 +11,7 @@ use crate::event::{
     AppendResult, EventMetadata, ExpectedVersion, LogPosition, NewEvent, RecordedEvent, Snapshot,
     StreamAppend,
 };
+use crate::seal::{ChainHead, SealHeadState, StoredSeal, digest_from_row};
 use crate::store::{StoredId, resolve_unappended, to_u64};
 
 /// Columns every read selects, in the order `decode_event` expects.
@@ -623,5 +624,148 @@ fn decode_event(row: &PgRow) -> Result<RecordedEvent, EventStoreError> {
             tracestate: row.try_get(12)?,
         },
         recorded_at: row.try_get(13)?,
+    })
+}
+
+/// The seal head and the highest seal sequence stored, read in one statement (one snapshot).
+pub(crate) async fn load_seal_head(
+    conn: &mut PgConnection,
+) -> Result<SealHeadState, EventStoreError> {
+    let row = sqlx::query(
+        "SELECT h.sequence, h.commit_id, h.global_position, h.chain_digest, \
+                (SELECT coalesce(max(sequence), 0) FROM event_seals)::bigint \
+         FROM (SELECT 1) AS one LEFT JOIN event_seal_head h ON h.id = 1",
+    )
+    .fetch_one(conn)
+    .await?;
+    let sequence: Option<i64> = row.try_get(0)?;
+    let head = match sequence {
+        None => None,
+        Some(sequence) => Some(ChainHead {
+            sequence: to_u64(sequence, 0)?,
+            position: LogPosition {
+                commit_id: to_u64(row.try_get(1)?, 0)?,
+                global_position: to_u64(row.try_get(2)?, 0)?,
+            },
+            digest: digest_from_row(row.try_get(3)?, "the seal head")?,
+        }),
+    };
+    Ok(SealHeadState {
+        head,
+        max_sequence: to_u64(row.try_get(4)?, 0)?,
+    })
+}
+
+/// Seals with `after < sequence <= up_to`, in sequence order.
+pub(crate) async fn load_seals(
+    conn: &mut PgConnection,
+    after: u64,
+    up_to: u64,
+    limit: usize,
+) -> Result<Vec<StoredSeal>, EventStoreError> {
+    let rows = sqlx::query(
+        "SELECT sequence, commit_id, global_position, event_id, chain_digest FROM event_seals \
+         WHERE sequence > $1 AND sequence <= $2 ORDER BY sequence LIMIT $3",
+    )
+    .bind(i64::try_from(after).unwrap_or(i64::MAX))
+    .bind(i64::try_from(up_to).unwrap_or(i64::MAX))
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(decode_seal).collect()
+}
+
+/// The seal of the event at `global_position`, if it has one.
+pub(crate) async fn seal_at(
+    conn: &mut PgConnection,
+    global_position: u64,
+) -> Result<Option<StoredSeal>, EventStoreError> {
+    let row = sqlx::query(
+        "SELECT sequence, commit_id, global_position, event_id, chain_digest FROM event_seals \
+         WHERE global_position = $1",
+    )
+    .bind(i64::try_from(global_position).unwrap_or(i64::MAX))
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref().map(decode_seal).transpose()
+}
+
+/// Where the event `event_id` is in the global order now, if it is still stored.
+pub(crate) async fn event_position(
+    conn: &mut PgConnection,
+    event_id: Uuid,
+) -> Result<Option<LogPosition>, EventStoreError> {
+    let row = sqlx::query("SELECT tx_id, global_position FROM events WHERE event_id = $1")
+        .bind(event_id)
+        .fetch_optional(conn)
+        .await?;
+    row.map(|row| {
+        let commit_id: Xid8 = row.try_get(0)?;
+        Ok(LogPosition {
+            commit_id: commit_id.0,
+            global_position: to_u64(row.try_get(1)?, 0)?,
+        })
+    })
+    .transpose()
+}
+
+/// Inserts `seals` and moves the head to `new_head`, if the head is still at `expected_sequence`;
+/// false (nothing written) when another sealer moved it first.
+///
+/// One statement, so it is atomic without BEGIN/COMMIT and the transaction id it takes (which holds
+/// back every reader's visibility horizon on the cluster) lives only as long as the statement. The
+/// head update re-checks `sequence` after waiting for a concurrent sealer's row lock (READ
+/// COMMITTED), so the loser of a race matches no row and inserts nothing.
+pub(crate) async fn store_seals(
+    conn: &mut PgConnection,
+    expected_sequence: u64,
+    new_head: &ChainHead,
+    seals: &[StoredSeal],
+) -> Result<bool, EventStoreError> {
+    let as_i64 = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+    let positions: Vec<i64> = seals
+        .iter()
+        .map(|s| as_i64(s.position.global_position))
+        .collect();
+    let commit_ids: Vec<i64> = seals.iter().map(|s| as_i64(s.position.commit_id)).collect();
+    let sequences: Vec<i64> = seals.iter().map(|s| as_i64(s.sequence)).collect();
+    let event_ids: Vec<Uuid> = seals.iter().map(|s| s.event_id).collect();
+    let digests: Vec<&[u8]> = seals.iter().map(|s| s.chain_digest.as_slice()).collect();
+    let result = sqlx::query(
+        "WITH head AS ( \
+           UPDATE event_seal_head SET sequence = $1, commit_id = $2, global_position = $3, \
+                  chain_digest = $4, updated_at = now() \
+           WHERE id = 1 AND sequence = $5 RETURNING 1) \
+         INSERT INTO event_seals (global_position, commit_id, sequence, event_id, chain_digest) \
+         SELECT s.global_position, s.commit_id, s.sequence, s.event_id, s.chain_digest \
+         FROM unnest($6::int8[], $7::int8[], $8::int8[], $9::uuid[], $10::bytea[]) \
+              AS s(global_position, commit_id, sequence, event_id, chain_digest) \
+         WHERE EXISTS (SELECT 1 FROM head)",
+    )
+    .bind(as_i64(new_head.sequence))
+    .bind(as_i64(new_head.position.commit_id))
+    .bind(as_i64(new_head.position.global_position))
+    .bind(new_head.digest.as_slice())
+    .bind(as_i64(expected_sequence))
+    .bind(&positions)
+    .bind(&commit_ids)
+    .bind(&sequences)
+    .bind(&event_ids)
+    .bind(&digests)
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected() == seals.len() as u64)
+}
+
+fn decode_seal(row: &PgRow) -> Result<StoredSeal, EventStoreError> {
+    let sequence = to_u64(row.try_get(0)?, 0)?;
+    Ok(StoredSeal {
+        sequence,
+        position: LogPosition {
+            commit_id: to_u64(row.try_get(1)?, 0)?,
+            global_position: to_u64(row.try_get(2)?, 0)?,
+        },
+        event_id: row.try_get(3)?,
+        chain_digest: digest_from_row(row.try_get(4)?, &format!("seal #{sequence}"))?,
     })
 }

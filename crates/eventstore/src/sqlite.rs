@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt as _;
-use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::{AssertSqlSafe, Row};
 use uuid::Uuid;
 
@@ -11,6 +11,7 @@ use crate::event::{
     AppendResult, EventMetadata, ExpectedVersion, LogPosition, NewEvent, RecordedEvent, Snapshot,
     StreamAppend, version_matches,
 };
+use crate::seal::{ChainHead, SealHeadState, StoredSeal, digest_from_row};
 use crate::store::{StoredId, resolve_unappended, to_u64};
 
 const EVENT_COLUMNS: &str = "global_position, stream_id, stream_version, event_id, event_type, \
@@ -485,5 +486,155 @@ fn decode_event(row: &SqliteRow) -> Result<RecordedEvent, EventStoreError> {
         },
         recorded_at: DateTime::from_timestamp_micros(recorded_micros)
             .ok_or_else(|| corrupt("recorded_at out of range"))?,
+    })
+}
+
+/// The seal head and the highest seal sequence stored, read in one statement (one snapshot).
+pub(crate) async fn load_seal_head(
+    conn: &mut SqliteConnection,
+) -> Result<SealHeadState, EventStoreError> {
+    let row = sqlx::query(
+        "SELECT h.sequence, h.commit_id, h.global_position, h.chain_digest, \
+                (SELECT coalesce(max(sequence), 0) FROM event_seals) \
+         FROM (SELECT 1) AS one LEFT JOIN event_seal_head h ON h.id = 1",
+    )
+    .fetch_one(conn)
+    .await?;
+    let sequence: Option<i64> = row.try_get(0)?;
+    let head = match sequence {
+        None => None,
+        Some(sequence) => Some(ChainHead {
+            sequence: to_u64(sequence, 0)?,
+            position: LogPosition {
+                commit_id: to_u64(row.try_get(1)?, 0)?,
+                global_position: to_u64(row.try_get(2)?, 0)?,
+            },
+            digest: digest_from_row(row.try_get(3)?, "the seal head")?,
+        }),
+    };
+    Ok(SealHeadState {
+        head,
+        max_sequence: to_u64(row.try_get(4)?, 0)?,
+    })
+}
+
+/// Seals with `after < sequence <= up_to`, in sequence order.
+pub(crate) async fn load_seals(
+    conn: &mut SqliteConnection,
+    after: u64,
+    up_to: u64,
+    limit: usize,
+) -> Result<Vec<StoredSeal>, EventStoreError> {
+    let rows = sqlx::query(
+        "SELECT sequence, commit_id, global_position, event_id, chain_digest FROM event_seals \
+         WHERE sequence > ? AND sequence <= ? ORDER BY sequence LIMIT ?",
+    )
+    .bind(i64::try_from(after).unwrap_or(i64::MAX))
+    .bind(i64::try_from(up_to).unwrap_or(i64::MAX))
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(decode_seal).collect()
+}
+
+/// The seal of the event at `global_position`, if it has one.
+pub(crate) async fn seal_at(
+    conn: &mut SqliteConnection,
+    global_position: u64,
+) -> Result<Option<StoredSeal>, EventStoreError> {
+    let row = sqlx::query(
+        "SELECT sequence, commit_id, global_position, event_id, chain_digest FROM event_seals \
+         WHERE global_position = ?",
+    )
+    .bind(i64::try_from(global_position).unwrap_or(i64::MAX))
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref().map(decode_seal).transpose()
+}
+
+/// Where the event `event_id` is in the global order now, if it is still stored.
+pub(crate) async fn event_position(
+    conn: &mut SqliteConnection,
+    event_id: Uuid,
+) -> Result<Option<LogPosition>, EventStoreError> {
+    let position: Option<i64> =
+        sqlx::query_scalar("SELECT global_position FROM events WHERE event_id = ?")
+            .bind(event_id)
+            .fetch_optional(conn)
+            .await?;
+    position
+        .map(|p| {
+            Ok(LogPosition {
+                commit_id: 0,
+                global_position: to_u64(p, 0)?,
+            })
+        })
+        .transpose()
+}
+
+/// Seal rows per `INSERT`: 5 parameters each stay well under SQLite's 32,766 variables.
+const SEALS_PER_INSERT: usize = 2_000;
+const _: () = assert!(SEALS_PER_INSERT * 5 <= 32_766);
+
+/// Inserts `seals` and moves the head to `new_head`, if the head is still at `expected_sequence`;
+/// false (nothing written) when another sealer moved it first.
+///
+/// The caller hashed the events before this, outside the write lock: `BEGIN IMMEDIATE` blocks
+/// appenders, so it is held only for the compare-and-set and the inserts.
+pub(crate) async fn store_seals(
+    pool: &SqlitePool,
+    expected_sequence: u64,
+    new_head: &ChainHead,
+    seals: &[StoredSeal],
+) -> Result<bool, EventStoreError> {
+    let as_i64 = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let moved = sqlx::query(
+        "UPDATE event_seal_head SET sequence = ?, commit_id = ?, global_position = ?, \
+         chain_digest = ?, updated_at_micros = ? WHERE id = 1 AND sequence = ?",
+    )
+    .bind(as_i64(new_head.sequence))
+    .bind(as_i64(new_head.position.commit_id))
+    .bind(as_i64(new_head.position.global_position))
+    .bind(new_head.digest.as_slice())
+    .bind(Utc::now().timestamp_micros())
+    .bind(as_i64(expected_sequence))
+    .execute(&mut *tx)
+    .await?;
+    if moved.rows_affected() != 1 {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    for chunk in seals.chunks(SEALS_PER_INSERT) {
+        let mut sql = String::with_capacity(120 + chunk.len() * 12);
+        sql.push_str(
+            "INSERT INTO event_seals (global_position, commit_id, sequence, event_id, chain_digest) VALUES ",
+        );
+        sql.push_str(&vec!["(?,?,?,?,?)"; chunk.len()].join(","));
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for seal in chunk {
+            query = query
+                .bind(as_i64(seal.position.global_position))
+                .bind(as_i64(seal.position.commit_id))
+                .bind(as_i64(seal.sequence))
+                .bind(seal.event_id)
+                .bind(seal.chain_digest.as_slice());
+        }
+        query.execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(true)
+}
+
+fn decode_seal(row: &SqliteRow) -> Result<StoredSeal, EventStoreError> {
+    let sequence = to_u64(row.try_get(0)?, 0)?;
+    Ok(StoredSeal {
+        sequence,
+        position: LogPosition {
+            commit_id: to_u64(row.try_get(1)?, 0)?,
+            global_position: to_u64(row.try_get(2)?, 0)?,
+        },
+        event_id: row.try_get(3)?,
+        chain_digest: digest_from_row(row.try_get(4)?, &format!("seal #{sequence}"))?,
     })
 }

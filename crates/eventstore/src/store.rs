@@ -18,7 +18,7 @@ use crate::event::{
     AppendResult, ExpectedVersion, LogPosition, NewEvent, RecordedEvent, Snapshot, StreamAppend,
     validate_append, validate_append_streams, validate_stream_id,
 };
-use crate::replay::Replay;
+use crate::replay::{Payloads, Replay};
 use crate::subscription::Subscription;
 use crate::upcast::Upcasters;
 use crate::{postgres, sqlite};
@@ -70,7 +70,7 @@ struct Inner {
 }
 
 #[derive(Debug, Clone)]
-enum Backend {
+pub(crate) enum Backend {
     Postgres(PgPool),
     Sqlite(SqlitePool),
 }
@@ -245,22 +245,50 @@ impl EventStore {
         after: LogPosition,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, EventStoreError> {
-        let events = match &self.inner.backend {
+        let events = self.read_all_stored(after, limit).await?;
+        self.upcast(events)
+    }
+
+    /// [`EventStore::read_all`] without upcasting: payloads and schema versions exactly as stored,
+    /// which is what the hash chain covers.
+    pub(crate) async fn read_all_stored(
+        &self,
+        after: LogPosition,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, EventStoreError> {
+        match &self.inner.backend {
             Backend::Postgres(pool) => {
-                postgres::read_all(&mut *pool.acquire().await?, after, limit).await?
+                postgres::read_all(&mut *pool.acquire().await?, after, limit).await
             }
             Backend::Sqlite(pool) => {
-                sqlite::read_all(&mut *pool.acquire().await?, after, limit).await?
+                sqlite::read_all(&mut *pool.acquire().await?, after, limit).await
             }
-        };
-        self.upcast(events)
+        }
     }
 
     /// Reads the global order after `after` to its visible end in pages of `page_size`, fetching the
     /// next page while the caller applies the current one: what a projection rebuild should use.
     /// Each page is what [`EventStore::read_all`] returns; see [`Replay`].
     pub fn replay(&self, after: LogPosition, page_size: usize) -> Replay {
-        Replay::start(self.clone(), after, page_size)
+        Replay::start(self.clone(), after, page_size, Payloads::Upcast)
+    }
+
+    /// [`EventStore::replay`] of the stored events, not upcast: for the chain verifier.
+    pub(crate) fn replay_stored(&self, after: LogPosition, page_size: usize) -> Replay {
+        Replay::start(self.clone(), after, page_size, Payloads::Stored)
+    }
+
+    /// Pages for [`Replay`]: upcast or as stored.
+    pub(crate) async fn read_page(
+        &self,
+        after: LogPosition,
+        limit: usize,
+        payloads: Payloads,
+    ) -> Result<Vec<RecordedEvent>, EventStoreError> {
+        match payloads {
+            Payloads::Upcast => self.read_all(after, limit).await,
+            Payloads::Stored => self.read_all_stored(after, limit).await,
+        }
     }
 
     /// How many events are stored after `after` (visible to `read_all` or not yet): a subscriber's lag.
@@ -362,6 +390,17 @@ impl EventStore {
             batch_size.max(1),
             self.inner.appended.subscribe(),
         )
+    }
+
+    /// A receiver marked changed whenever events may have been appended (the same wake-ups
+    /// subscriptions use); followers still poll, as a notification can be lost.
+    pub(crate) fn append_wake_ups(&self) -> watch::Receiver<u64> {
+        self.ensure_listener();
+        self.inner.appended.subscribe()
+    }
+
+    pub(crate) fn backend(&self) -> &Backend {
+        &self.inner.backend
     }
 
     /// Closes the pool; later calls fail.
