@@ -13,7 +13,7 @@ use patchbay_catalog::approvals::{self as catalog_approvals, ApprovalRecorder};
 use patchbay_catalog::installs::{self as catalog_installs, InstallResultRecorder};
 use patchbay_catalog::stats::{self, DeviceRequirementsRecorder};
 use patchbay_catalog::wsus::{self as catalog_wsus, WsusRecorder};
-use patchbay_eventstore::EventStore;
+use patchbay_eventstore::{EventStore, Sealer};
 use patchbay_installing::Installing;
 use patchbay_installing::observer::OBSERVERS as INSTALLING_OBSERVERS;
 use patchbay_scanning::Scanning;
@@ -127,6 +127,10 @@ impl Host {
             let relay = Relay::new(service, store.clone(), self.bus.clone())?;
             let token = shutdown.child_token();
             tasks.push(tokio::spawn(async move { Ok(relay.run(token).await?) }));
+            // The hash chain that `patchbay audit verify` checks.
+            let sealer = Sealer::new(store.clone());
+            let token = shutdown.child_token();
+            tasks.push(tokio::spawn(async move { Ok(sealer.run(token).await?) }));
         }
         if let Some(catalog) = &self.catalog {
             let (view, token) = (catalog.clone(), shutdown.child_token());

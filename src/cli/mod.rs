@@ -4,6 +4,7 @@
 mod agent;
 mod approval_rules;
 mod approve;
+mod audit;
 mod devices;
 mod eula;
 mod events;
@@ -155,6 +156,13 @@ enum Command {
         #[command(subcommand)]
         command: jobs::JobsCommand,
     },
+    /// Audit: `audit verify` checks each log's hash chain.
+    Audit {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
     /// Every service's events, decoded: `events list` with filters, `events tail` live.
     Events {
         #[command(flatten)]
@@ -291,6 +299,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Report(args) => report::run(args).await,
         Command::Wsus { client, command } => wsus::run(&client, command).await,
         Command::Events { client, command } => events::run(&client, command).await,
+        Command::Audit { client, command } => audit::run(&client, command).await,
         Command::Devices { client, command } => devices::devices(&client, command).await,
         Command::Scan { client, command } => devices::scan(&client, command).await,
     }

@@ -130,6 +130,43 @@ async fn follow(
 impl AuditService for AuditApi {
     type ReplayEventsStream = EventStream;
 
+    async fn verify_chain(
+        &self,
+        request: Request<pb::VerifyChainRequest>,
+    ) -> Result<Response<pb::VerifyChainResponse>, Status> {
+        let service = request.into_inner().service;
+        let selected: Vec<&(&'static str, EventStore)> = self
+            .stores
+            .iter()
+            .filter(|(name, _)| service.is_empty() || *name == service)
+            .collect();
+        if selected.is_empty() {
+            let hosted: Vec<&str> = self.stores.iter().map(|(name, _)| *name).collect();
+            return Err(Status::not_found(
+                FilterError::UnknownService {
+                    service,
+                    hosted: hosted.join(", "),
+                }
+                .to_string(),
+            ));
+        }
+        let mut services = Vec::with_capacity(selected.len());
+        for (name, store) in selected {
+            let report = store.verify_chain().await.map_err(|e| {
+                Status::unavailable(format!("the {name} event log cannot be read: {e}"))
+            })?;
+            services.push(pb::ChainStatus {
+                service: (*name).to_owned(),
+                intact: report.is_intact(),
+                sealed: report.sealed,
+                unsealed_after: report.unsealed_after,
+                head_digest: report.head.digest_hex(),
+                report: report.to_string(),
+            });
+        }
+        Ok(Response::new(pb::VerifyChainResponse { services }))
+    }
+
     async fn replay_events(
         &self,
         request: Request<pb::ReplayEventsRequest>,

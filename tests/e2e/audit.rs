@@ -188,6 +188,56 @@ async fn events_are_listed_decoded_filtered_and_followed() {
         .unwrap()
         .unwrap();
     assert_eq!(declined.stream_id, format!("approval-{update_id}"));
+
+    // Every log is hash-chained as it grows; an edit made behind Patchbay's back is found.
+    let mut statuses = Vec::new();
+    for _ in 0..100 {
+        statuses = audit
+            .verify_chain(pb::VerifyChainRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .services;
+        if statuses.iter().all(|s| s.unsealed_after == 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(statuses.iter().all(|s| s.intact), "{statuses:?}");
+    let approvals_log = statuses.iter().find(|s| s.service == "approvals").unwrap();
+    assert!(
+        approvals_log.sealed >= 2 && approvals_log.unsealed_after == 0,
+        "{approvals_log:?}"
+    );
+    let db = app
+        .data
+        .dir
+        .path()
+        .join("patchbay-data")
+        .join("approvals.db");
+    let tamper = patchbay_eventstore::EventStore::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE events SET payload = X'0a0568656c6c6f' WHERE event_type = 'UpdateApproved'",
+    )
+    .execute(tamper.sqlite_pool().unwrap())
+    .await
+    .unwrap();
+    let after = audit
+        .verify_chain(pb::VerifyChainRequest {
+            service: "approvals".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .services;
+    assert!(!after[0].intact);
+    assert!(
+        after[0].report.contains(&format!("approval-{update_id}")),
+        "{}",
+        after[0].report
+    );
     // A stream still open does not hold up the server's shutdown.
     tokio::time::timeout(Duration::from_secs(20), app.stop())
         .await
