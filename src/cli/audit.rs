@@ -4,10 +4,24 @@ use patchbay_proto::audit::v1 as pb;
 use patchbay_proto::audit::v1::audit_service_client::AuditServiceClient;
 
 use super::ClientArgs;
-use super::output::Listing;
+use super::output::{Listing, OutputFormat};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCommand {
+    /// What was true at a time, rebuilt from the logs up to it: approvals and who or which rule set
+    /// them, EULA decisions, each device's required and installed updates and open vulnerabilities,
+    /// and the install tasks with their rules.
+    State {
+        /// RFC 3339, e.g. 2026-11-30T12:00:00Z.
+        #[arg(long)]
+        at: String,
+        /// Only this update's approval.
+        #[arg(long)]
+        update: Option<String>,
+        /// Only this device.
+        #[arg(long)]
+        device: Option<String>,
+    },
     /// Walk each log's hash chain (read-only) and report the first altered, removed, reordered or
     /// inserted event; exit code 1 if any log is not intact.
     Verify {
@@ -20,6 +34,18 @@ pub enum AuditCommand {
 pub async fn run(args: &ClientArgs, command: AuditCommand) -> anyhow::Result<()> {
     let mut client = AuditServiceClient::new(args.channel().await?);
     match command {
+        AuditCommand::State { at, update, device } => {
+            let state = client
+                .state_at(pb::StateAtRequest {
+                    at,
+                    update_id: update.unwrap_or_default(),
+                    device_id: device.unwrap_or_default(),
+                })
+                .await
+                .map_err(super::status_error)?
+                .into_inner();
+            print_state(&state, args.output)
+        }
         AuditCommand::Verify { service } => {
             let services = client
                 .verify_chain(pb::VerifyChainRequest {
@@ -70,4 +96,125 @@ pub async fn run(args: &ClientArgs, command: AuditCommand) -> anyhow::Result<()>
             }
         }
     }
+}
+
+fn print_state(state: &pb::StateAtResponse, format: OutputFormat) -> anyhow::Result<()> {
+    if format == OutputFormat::Json {
+        let json = serde_json::json!({
+            "at": state.at, "replayed": state.replayed,
+            "approvals": state.approvals.iter().map(|a| serde_json::json!({
+                "update_id": a.update_id, "status": a.status, "actor": a.actor,
+                "changed_at": a.changed_at, "reason": a.reason, "rule_id": a.rule_id,
+                "rule_version": a.rule_version, "revision": a.revision,
+            })).collect::<Vec<_>>(),
+            "eulas": state.eulas.iter().map(|e| serde_json::json!({
+                "eula_id": e.eula_id, "text_sha256": e.text_sha256, "decision": e.decision,
+                "actor": e.actor, "decided_at": e.decided_at,
+            })).collect::<Vec<_>>(),
+            "devices": state.devices.iter().map(|d| serde_json::json!({
+                "device_id": d.device_id, "hostname": d.hostname, "groups": d.groups,
+                "scanned_at": d.scanned_at, "required_update_ids": d.required_update_ids,
+                "open_vulnerabilities": d.open_vulnerabilities,
+                "installed_update_ids": d.installed_update_ids,
+            })).collect::<Vec<_>>(),
+            "tasks": state.tasks.iter().map(|t| serde_json::json!({
+                "task_id": t.task_id, "name": t.name, "runs": t.runs,
+                "last_run_status": t.last_run_status,
+                "definition": serde_json::from_str::<serde_json::Value>(&t.definition_json).unwrap_or_default(),
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(());
+    }
+    println!(
+        "state at {} (replayed: {})",
+        state.at,
+        state.replayed.join(", ")
+    );
+    let sections = [
+        Listing {
+            headers: vec!["update", "approval", "by", "at", "rule", "reason"],
+            rows: state
+                .approvals
+                .iter()
+                .map(|a| {
+                    vec![
+                        a.update_id.clone(),
+                        a.status.clone(),
+                        a.actor.clone(),
+                        a.changed_at.clone(),
+                        if a.rule_id.is_empty() {
+                            String::new()
+                        } else {
+                            format!("{} v{}", a.rule_id, a.rule_version)
+                        },
+                        a.reason.clone(),
+                    ]
+                })
+                .collect(),
+            json: serde_json::Value::Null,
+        },
+        Listing {
+            headers: vec!["EULA", "text", "decision", "by", "at"],
+            rows: state
+                .eulas
+                .iter()
+                .map(|e| {
+                    vec![
+                        e.eula_id.clone(),
+                        e.text_sha256.chars().take(12).collect(),
+                        e.decision.clone(),
+                        e.actor.clone(),
+                        e.decided_at.clone(),
+                    ]
+                })
+                .collect(),
+            json: serde_json::Value::Null,
+        },
+        Listing {
+            headers: vec![
+                "device",
+                "host",
+                "scanned",
+                "required",
+                "vulnerabilities",
+                "installed",
+            ],
+            rows: state
+                .devices
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.device_id.clone(),
+                        d.hostname.clone(),
+                        d.scanned_at.clone(),
+                        d.required_update_ids.join(" "),
+                        d.open_vulnerabilities.join(" "),
+                        d.installed_update_ids.join(" "),
+                    ]
+                })
+                .collect(),
+            json: serde_json::Value::Null,
+        },
+        Listing {
+            headers: vec!["task", "name", "runs", "last run"],
+            rows: state
+                .tasks
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.task_id.clone(),
+                        t.name.clone(),
+                        t.runs.to_string(),
+                        t.last_run_status.clone(),
+                    ]
+                })
+                .collect(),
+            json: serde_json::Value::Null,
+        },
+    ];
+    for section in sections.iter().filter(|s| !s.rows.is_empty()) {
+        section.print(format)?;
+    }
+    Ok(())
 }

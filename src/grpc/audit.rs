@@ -2,7 +2,9 @@
 
 use std::pin::Pin;
 
-use patchbay_audit::{EventDecoder, EventFilter, FilterError, audit_event};
+use patchbay_audit::{
+    EventDecoder, EventFilter, FilterError, StateError, StateQuery, audit_event, parse_at, state_at,
+};
 use patchbay_eventstore::{EventStore, LogPosition};
 use patchbay_proto::audit::v1 as pb;
 use patchbay_proto::audit::v1::audit_service_server::AuditService;
@@ -129,6 +131,33 @@ async fn follow(
 #[tonic::async_trait]
 impl AuditService for AuditApi {
     type ReplayEventsStream = EventStream;
+
+    async fn state_at(
+        &self,
+        request: Request<pb::StateAtRequest>,
+    ) -> Result<Response<pb::StateAtResponse>, Status> {
+        let request = request.into_inner();
+        let status = |error: StateError| match error {
+            StateError::Store { .. } => Status::unavailable(error.to_string()),
+            StateError::Apply { .. } => Status::internal(error.to_string()),
+            StateError::EmptyLogs | StateError::BeforeFirstEvent { .. } => {
+                Status::failed_precondition(error.to_string())
+            }
+            StateError::Time(_) | StateError::Future { .. } => {
+                Status::invalid_argument(error.to_string())
+            }
+        };
+        let at = parse_at(&request.at, chrono::Utc::now()).map_err(status)?;
+        let non_empty = |s: String| (!s.trim().is_empty()).then(|| s.trim().to_owned());
+        let query = StateQuery {
+            update_id: non_empty(request.update_id),
+            device_id: non_empty(request.device_id),
+        };
+        let state = state_at(&self.stores, at, &query, &self.decoder)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(state))
+    }
 
     async fn verify_chain(
         &self,

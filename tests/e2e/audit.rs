@@ -189,6 +189,41 @@ async fn events_are_listed_decoded_filtered_and_followed() {
         .unwrap();
     assert_eq!(declined.stream_id, format!("approval-{update_id}"));
 
+    // Time travel: between the approval and the decline, the update was approved, by whom.
+    let state_at = |at: String| pb::StateAtRequest {
+        at,
+        update_id: update_id.clone(),
+        device_id: String::new(),
+    };
+    let then = audit
+        .state_at(state_at(decision.recorded_at.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(then.approvals.len(), 1, "{then:?}");
+    assert_eq!(
+        (
+            then.approvals[0].status.as_str(),
+            then.approvals[0].actor.as_str()
+        ),
+        ("approved", "user:auditor-test")
+    );
+    let now = audit
+        .state_at(state_at(chrono::Utc::now().to_rfc3339()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(now.approvals[0].status, "declined");
+    assert_eq!(now.approvals[0].reason, "changed our mind");
+    for (at, code) in [
+        ("2999-01-01T00:00:00Z", Code::InvalidArgument),
+        ("2000-01-01T00:00:00Z", Code::FailedPrecondition),
+        ("noon", Code::InvalidArgument),
+    ] {
+        let error = audit.state_at(state_at(at.into())).await.unwrap_err();
+        assert_eq!(error.code(), code, "{at}: {error:?}");
+    }
+
     // Every log is hash-chained as it grows; an edit made behind Patchbay's back is found.
     let mut statuses = Vec::new();
     for _ in 0..100 {

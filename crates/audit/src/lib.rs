@@ -3,6 +3,8 @@
 
 pub mod decode;
 pub mod filter;
+pub mod state;
 
 pub use decode::{EventDecoder, audit_event};
 pub use filter::{EventFilter, FilterError};
+pub use state::{StateError, StateQuery, parse_at, state_at};

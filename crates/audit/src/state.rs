@@ -1,0 +1,300 @@
+//! Time travel: what was true at a moment, rebuilt by replaying each service's log up to it into
+//! the same read models the services use, so the answer is by construction a replay from zero.
+
+use chrono::{DateTime, Utc};
+use patchbay_approvals::view::ApprovalsView;
+use patchbay_eventstore::{EventStore, EventStoreError, LogPosition, Projection, RecordedEvent};
+use patchbay_installing::domain::state::JobStatus;
+use patchbay_installing::view::InstallingView;
+use patchbay_proto::approvals::v1::ApprovalStatus;
+use patchbay_proto::audit::v1 as pb;
+use patchbay_proto::installing::v1 as installing;
+use patchbay_scanning::view::ScanningView;
+use prost::Message as _;
+
+use crate::EventDecoder;
+
+/// Events read per page while replaying.
+const PAGE: usize = 5_000;
+
+/// Why a state cannot be rebuilt.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("--at {0:?} is not a time: use RFC 3339, e.g. 2026-11-30T12:00:00Z")]
+    Time(String),
+    #[error("--at {at} is in the future (now is {now}); ask about the past or now")]
+    Future { at: String, now: String },
+    #[error("--at {at} is before the first event ({first}); nothing was known then")]
+    BeforeFirstEvent { at: String, first: String },
+    #[error("the logs hold no event yet; there is no history to ask about")]
+    EmptyLogs,
+    #[error("the {service} event log cannot be read: {source}")]
+    Store {
+        service: &'static str,
+        source: EventStoreError,
+    },
+    #[error("the {service} log holds an event this Patchbay cannot apply: {reason}")]
+    Apply {
+        service: &'static str,
+        reason: String,
+    },
+}
+
+/// What to rebuild: everything, or one update's approval and one device.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateQuery {
+    pub update_id: Option<String>,
+    pub device_id: Option<String>,
+}
+
+/// Parses `--at` and refuses the future.
+pub fn parse_at(at: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, StateError> {
+    let parsed = DateTime::parse_from_rfc3339(at.trim())
+        .map_err(|_| StateError::Time(at.to_owned()))?
+        .with_timezone(&Utc);
+    if parsed > now {
+        return Err(StateError::Future {
+            at: parsed.to_rfc3339(),
+            now: now.to_rfc3339(),
+        });
+    }
+    Ok(parsed)
+}
+
+/// Replays `store` into a fresh `P` with every event recorded at or before `at`; returns the
+/// projection, how many events it applied and the time of the log's first event.
+async fn replay_until<P: Projection>(
+    service: &'static str,
+    store: &EventStore,
+    at: DateTime<Utc>,
+) -> Result<(P, u64, Option<DateTime<Utc>>), StateError> {
+    let mut projection = P::default();
+    let mut applied = 0;
+    let mut first = None;
+    let mut pages = store.replay(LogPosition::START, PAGE);
+    let read_error = |source| StateError::Store { service, source };
+    while let Some(page) = pages.next_page().await.map_err(read_error)? {
+        for event in &page {
+            first = Some(first.map_or(event.recorded_at, |f: DateTime<Utc>| {
+                f.min(event.recorded_at)
+            }));
+            // Commit order and recorded_at can differ by moments across concurrent writers, so
+            // the whole log is read rather than stopping at the first later event.
+            if event.recorded_at <= at {
+                apply(&mut projection, event, service)?;
+                applied += 1;
+            }
+        }
+    }
+    Ok((projection, applied, first))
+}
+
+fn apply<P: Projection>(
+    projection: &mut P,
+    event: &RecordedEvent,
+    service: &'static str,
+) -> Result<(), StateError> {
+    projection.apply(event).map_err(|e| StateError::Apply {
+        service,
+        reason: e.to_string(),
+    })
+}
+
+/// Rebuilds the state at `at` from the hosted logs.
+pub async fn state_at(
+    stores: &[(&'static str, EventStore)],
+    at: DateTime<Utc>,
+    query: &StateQuery,
+    decoder: &EventDecoder,
+) -> Result<pb::StateAtResponse, StateError> {
+    let mut response = pb::StateAtResponse {
+        at: at.to_rfc3339(),
+        ..Default::default()
+    };
+    let mut first_event: Option<DateTime<Utc>> = None;
+    let mut note_first = |first: Option<DateTime<Utc>>| {
+        if let Some(first) = first {
+            first_event = Some(first_event.map_or(first, |f| f.min(first)));
+        }
+    };
+    let mut installing_view = None;
+    for (service, store) in stores {
+        match *service {
+            "approvals" => {
+                let (view, applied, first) =
+                    replay_until::<ApprovalsView>(service, store, at).await?;
+                note_first(first);
+                response.replayed.push(format!("{service}={applied}"));
+                approvals_at(&view, query, &mut response);
+            }
+            "scanning" => {
+                let (view, applied, first) =
+                    replay_until::<ScanningView>(service, store, at).await?;
+                note_first(first);
+                response.replayed.push(format!("{service}={applied}"));
+                devices_at(&view, query, &mut response);
+            }
+            "installing" => {
+                let (view, applied, first) =
+                    replay_until::<InstallingView>(service, store, at).await?;
+                note_first(first);
+                response.replayed.push(format!("{service}={applied}"));
+                installing_view = Some(view);
+            }
+            _ => {}
+        }
+    }
+    if let Some(view) = installing_view {
+        installing_at(&view, query, decoder, &mut response);
+    }
+    match first_event {
+        None => Err(StateError::EmptyLogs),
+        Some(first) if at < first => Err(StateError::BeforeFirstEvent {
+            at: at.to_rfc3339(),
+            first: first.to_rfc3339(),
+        }),
+        Some(_) => Ok(response),
+    }
+}
+
+fn approvals_at(view: &ApprovalsView, query: &StateQuery, response: &mut pb::StateAtResponse) {
+    let mut approvals: Vec<pb::ApprovalAt> = view
+        .approvals
+        .iter()
+        .filter(|(id, _)| query.update_id.as_ref().is_none_or(|wanted| wanted == *id))
+        .map(|(update_id, entry)| {
+            let status = match entry.state.status {
+                ApprovalStatus::Approved => "approved",
+                ApprovalStatus::Declined => "declined",
+                ApprovalStatus::Undefined => "undefined",
+            };
+            let rule = entry.state.rule.clone().unwrap_or_default();
+            pb::ApprovalAt {
+                update_id: update_id.clone(),
+                status: status.to_owned(),
+                actor: entry.actor.clone(),
+                changed_at: entry.changed_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                reason: entry.state.reason.clone(),
+                rule_id: rule.rule_id,
+                rule_version: rule.rule_version,
+                revision: entry.state.revision,
+            }
+        })
+        .collect();
+    approvals.sort_by(|a, b| a.update_id.cmp(&b.update_id));
+    response.approvals = approvals;
+    if query.update_id.is_none() {
+        for (eula_id, entry) in &view.eulas {
+            for (digest, (actor, decided_at)) in &entry.decided_by {
+                response.eulas.push(pb::EulaAt {
+                    eula_id: eula_id.clone(),
+                    text_sha256: digest.clone(),
+                    decision: entry.status(digest).to_owned(),
+                    actor: actor.clone(),
+                    decided_at: decided_at.to_rfc3339(),
+                });
+            }
+        }
+    }
+}
+
+fn devices_at(view: &ScanningView, query: &StateQuery, response: &mut pb::StateAtResponse) {
+    for (device_id, entry) in &view.devices {
+        if query
+            .device_id
+            .as_ref()
+            .is_some_and(|wanted| wanted != device_id)
+        {
+            continue;
+        }
+        let scan = entry.last_scan.clone().unwrap_or_default();
+        response.devices.push(pb::DeviceAt {
+            device_id: device_id.clone(),
+            hostname: entry.state.hostname.clone(),
+            groups: entry.state.groups.clone(),
+            scanned_at: entry
+                .last_scanned_at
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default(),
+            required_update_ids: scan.required.iter().map(|r| r.update_id.clone()).collect(),
+            open_vulnerabilities: scan
+                .vulnerabilities
+                .iter()
+                .map(|v| v.cve_id.clone())
+                .collect(),
+            installed_update_ids: Vec::new(),
+        });
+    }
+}
+
+fn installing_at(
+    view: &InstallingView,
+    query: &StateQuery,
+    decoder: &EventDecoder,
+    response: &mut pb::StateAtResponse,
+) {
+    // What install jobs had put on each device (and uninstall jobs taken off), in queueing order.
+    let mut jobs: Vec<_> = view.jobs.values().collect();
+    jobs.sort_by_key(|job| job.queued_position);
+    let mut installed: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
+        std::collections::BTreeMap::new();
+    for job in jobs {
+        if !matches!(job.status, JobStatus::Succeeded | JobStatus::RebootRequired) {
+            continue;
+        }
+        let on_device = installed.entry(job.job.device_id.as_str()).or_default();
+        match job.kind() {
+            installing::JobKind::Uninstall => {
+                on_device.remove(job.job.update_id.as_str());
+            }
+            _ => {
+                on_device.insert(job.job.update_id.as_str());
+            }
+        }
+    }
+    for device in &mut response.devices {
+        if let Some(updates) = installed.get(device.device_id.as_str()) {
+            device.installed_update_ids = updates.iter().map(|u| (*u).to_owned()).collect();
+        }
+    }
+    if query.device_id.is_some() || query.update_id.is_some() {
+        return;
+    }
+    for (task_id, task) in &view.tasks {
+        response.tasks.push(pb::TaskAt {
+            task_id: task_id.clone(),
+            name: task.created.name.clone(),
+            definition_json: decoder
+                .to_json(
+                    "installing",
+                    "InstallTaskCreated",
+                    &task.created.encode_to_vec(),
+                )
+                .map(|json| json.to_string())
+                .unwrap_or_default(),
+            runs: task.runs,
+            last_run_status: task.last_run_status.clone(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn at_must_be_a_past_time() {
+        let now = DateTime::parse_from_rfc3339("2026-11-30T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert!(parse_at("2026-11-30T11:00:00+00:00", now).is_ok());
+        assert!(matches!(
+            parse_at("tomorrow", now),
+            Err(StateError::Time(_))
+        ));
+        let future = parse_at("2027-01-01T00:00:00Z", now).unwrap_err();
+        assert!(future.to_string().contains("future"), "{future}");
+    }
+}
