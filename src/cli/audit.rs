@@ -22,6 +22,16 @@ pub enum AuditCommand {
         #[arg(long)]
         device: Option<String>,
     },
+    /// Every event that led to an update's, a device's or a CVE's current state, across services in
+    /// time order, with the time to remediate per device.
+    Trail {
+        #[arg(long, group = "subject")]
+        update: Option<String>,
+        #[arg(long, group = "subject")]
+        device: Option<String>,
+        #[arg(long, group = "subject")]
+        cve: Option<String>,
+    },
     /// Walk each log's hash chain (read-only) and report the first altered, removed, reordered or
     /// inserted event; exit code 1 if any log is not intact.
     Verify {
@@ -45,6 +55,22 @@ pub async fn run(args: &ClientArgs, command: AuditCommand) -> anyhow::Result<()>
                 .map_err(super::status_error)?
                 .into_inner();
             print_state(&state, args.output)
+        }
+        AuditCommand::Trail {
+            update,
+            device,
+            cve,
+        } => {
+            let trail = client
+                .trail(pb::TrailRequest {
+                    update_id: update.unwrap_or_default(),
+                    device_id: device.unwrap_or_default(),
+                    cve_id: cve.unwrap_or_default(),
+                })
+                .await
+                .map_err(super::status_error)?
+                .into_inner();
+            print_trail(&trail, args.output)
         }
         AuditCommand::Verify { service } => {
             let services = client
@@ -215,6 +241,88 @@ fn print_state(state: &pb::StateAtResponse, format: OutputFormat) -> anyhow::Res
     ];
     for section in sections.iter().filter(|s| !s.rows.is_empty()) {
         section.print(format)?;
+    }
+    Ok(())
+}
+
+fn print_trail(trail: &pb::TrailResponse, format: OutputFormat) -> anyhow::Result<()> {
+    let step_json = |s: &pb::TrailStep| {
+        let event = s.event.clone().unwrap_or_default();
+        serde_json::json!({
+            "step": s.step, "update_id": s.update_id, "device_id": s.device_id, "detail": s.detail,
+            "service": event.service, "recorded_at": event.recorded_at, "actor": event.actor,
+            "event_type": event.event_type, "event_id": event.event_id,
+            "correlation_id": event.correlation_id, "causation_id": event.causation_id,
+        })
+    };
+    let remediation_json = |r: &pb::Remediation| {
+        serde_json::json!({
+            "device_id": r.device_id, "subject": r.subject, "found_at": r.found_at,
+            "remediated_at": r.remediated_at, "seconds": r.seconds, "how": r.how,
+        })
+    };
+    if format == OutputFormat::Json {
+        let json = serde_json::json!({
+            "steps": trail.steps.iter().map(step_json).collect::<Vec<_>>(),
+            "remediations": trail.remediations.iter().map(remediation_json).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(());
+    }
+    Listing {
+        headers: vec![
+            "when", "service", "step", "update", "device", "by", "detail",
+        ],
+        rows: trail
+            .steps
+            .iter()
+            .map(|s| {
+                let event = s.event.clone().unwrap_or_default();
+                vec![
+                    event.recorded_at,
+                    event.service,
+                    s.step.clone(),
+                    s.update_id.clone(),
+                    s.device_id.clone(),
+                    event.actor,
+                    s.detail.clone(),
+                ]
+            })
+            .collect(),
+        json: serde_json::Value::Null,
+    }
+    .print(format)?;
+    if !trail.remediations.is_empty() {
+        Listing {
+            headers: vec![
+                "device",
+                "subject",
+                "found",
+                "remediated",
+                "time to remediate",
+                "how",
+            ],
+            rows: trail
+                .remediations
+                .iter()
+                .map(|r| {
+                    vec![
+                        r.device_id.clone(),
+                        r.subject.clone(),
+                        r.found_at.clone(),
+                        r.remediated_at.clone(),
+                        if r.remediated_at.is_empty() {
+                            "open".to_owned()
+                        } else {
+                            format!("{} s", r.seconds)
+                        },
+                        r.how.clone(),
+                    ]
+                })
+                .collect(),
+            json: serde_json::Value::Null,
+        }
+        .print(format)?;
     }
     Ok(())
 }

@@ -3,7 +3,8 @@
 use std::pin::Pin;
 
 use patchbay_audit::{
-    EventDecoder, EventFilter, FilterError, StateError, StateQuery, audit_event, parse_at, state_at,
+    EventDecoder, EventFilter, FilterError, StateError, StateQuery, TrailError, TrailSubject,
+    audit_event, parse_at, state_at, trail,
 };
 use patchbay_eventstore::{EventStore, LogPosition};
 use patchbay_proto::audit::v1 as pb;
@@ -157,6 +158,23 @@ impl AuditService for AuditApi {
             .await
             .map_err(status)?;
         Ok(Response::new(state))
+    }
+
+    async fn trail(
+        &self,
+        request: Request<pb::TrailRequest>,
+    ) -> Result<Response<pb::TrailResponse>, Status> {
+        let subject = TrailSubject::from_request(&request.into_inner())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let trail =
+            trail(&self.stores, &subject, &self.decoder)
+                .await
+                .map_err(|error| match error {
+                    TrailError::Subject => Status::invalid_argument(error.to_string()),
+                    TrailError::Unknown(_) => Status::not_found(error.to_string()),
+                    TrailError::Store { .. } => Status::unavailable(error.to_string()),
+                })?;
+        Ok(Response::new(trail))
     }
 
     async fn verify_chain(

@@ -8,6 +8,8 @@ use std::time::Duration;
 use patchbay::agent::{DebianPaths, read_debian_inventory};
 use patchbay_proto::approvals::v1 as approvals;
 use patchbay_proto::approvals::v1::approvals_service_client::ApprovalsServiceClient;
+use patchbay_proto::audit::v1 as audit_pb;
+use patchbay_proto::audit::v1::audit_service_client::AuditServiceClient;
 use patchbay_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use patchbay_proto::installing::v1 as pb;
 use patchbay_proto::installing::v1::installing_service_client::InstallingServiceClient;
@@ -385,8 +387,61 @@ async fn approve_install_and_report_in_embedded_mode() {
         catalog: url.clone(),
         approvals: url.clone(),
         scanning: url.clone(),
-        installing: url,
+        installing: url.clone(),
     })
     .await;
+
+    // The provenance trail of the update across every service, in time order.
+    let mut audit = AuditServiceClient::connect(url).await.unwrap();
+    let trail = audit
+        .trail(audit_pb::TrailRequest {
+            update_id: OPENSSL.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let steps: Vec<&str> = trail.steps.iter().map(|s| s.step.as_str()).collect();
+    let position = |step: &str| {
+        steps
+            .iter()
+            .position(|s| *s == step)
+            .unwrap_or_else(|| panic!("no {step:?} in {steps:?}"))
+    };
+    assert!(
+        position("published") < position("found required"),
+        "{steps:?}"
+    );
+    assert!(
+        position("approved") < position("install queued"),
+        "{steps:?}"
+    );
+    assert!(
+        position("install queued") < position("dispatched"),
+        "{steps:?}"
+    );
+    assert!(position("dispatched") < position("succeeded"), "{steps:?}");
+    assert_eq!(
+        steps.iter().filter(|s| **s == "failed").count(),
+        3,
+        "{steps:?}"
+    );
+    let approved = &trail.steps[position("approved")];
+    assert!(
+        approved.detail.contains("fixes CVE-2024-5535"),
+        "{approved:?}"
+    );
+    // One device remediated by the install, the other still exposed after three failures.
+    let mut how: Vec<&str> = trail.remediations.iter().map(|r| r.how.as_str()).collect();
+    how.sort_unstable();
+    assert_eq!(how, ["", "installed"], "{:?}", trail.remediations);
+    let unknown = audit
+        .trail(audit_pb::TrailRequest {
+            update_id: "deb:nosuch:1:amd64".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
     app.stop().await.unwrap();
 }
