@@ -7,4 +7,5 @@ pub mod distributed;
 pub mod embedded;
 pub mod grpc;
 pub mod host;
+pub mod rebuild;
 pub mod services;

@@ -1,6 +1,7 @@
 //! The command line: `patchbay server` runs the embedded all-in-one mode; the other commands are the
 //! client, talking to a running server over gRPC (one command per file).
 
+mod admin;
 mod agent;
 mod approval_rules;
 mod approve;
@@ -156,6 +157,13 @@ enum Command {
         #[command(subcommand)]
         command: jobs::JobsCommand,
     },
+    /// Administration: `admin rebuild [--verify]` rebuilds the read models from the logs.
+    Admin {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+    },
     /// Audit: `audit verify` checks each log's hash chain.
     Audit {
         #[command(flatten)]
@@ -300,6 +308,7 @@ async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Wsus { client, command } => wsus::run(&client, command).await,
         Command::Events { client, command } => events::run(&client, command).await,
         Command::Audit { client, command } => audit::run(&client, command).await,
+        Command::Admin { client, command } => admin::run(&client, command).await,
         Command::Devices { client, command } => devices::devices(&client, command).await,
         Command::Scan { client, command } => devices::scan(&client, command).await,
     }

@@ -9,6 +9,8 @@ use patchbay_audit::{
 use patchbay_eventstore::{EventStore, LogPosition};
 use patchbay_proto::audit::v1 as pb;
 use patchbay_proto::audit::v1::audit_service_server::AuditService;
+
+use crate::rebuild::Rebuilder;
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -22,6 +24,7 @@ const PAGE: usize = 2_000;
 pub struct AuditApi {
     stores: Vec<(&'static str, EventStore)>,
     decoder: EventDecoder,
+    rebuilder: Rebuilder,
     /// Ends live streams when the server stops, so a client's `events tail` cannot hold up a
     /// graceful shutdown.
     shutdown: CancellationToken,
@@ -30,11 +33,13 @@ pub struct AuditApi {
 impl AuditApi {
     pub fn new(
         stores: Vec<(&'static str, EventStore)>,
+        rebuilder: Rebuilder,
         shutdown: CancellationToken,
     ) -> Result<Self, prost_reflect::DescriptorError> {
         Ok(Self {
             stores,
             decoder: EventDecoder::new()?,
+            rebuilder,
             shutdown,
         })
     }
@@ -175,6 +180,40 @@ impl AuditService for AuditApi {
                     TrailError::Store { .. } => Status::unavailable(error.to_string()),
                 })?;
         Ok(Response::new(trail))
+    }
+
+    async fn rebuild_read_models(
+        &self,
+        request: Request<pb::RebuildRequest>,
+    ) -> Result<Response<pb::RebuildResponse>, Status> {
+        let request = request.into_inner();
+        let service =
+            (!request.service.trim().is_empty()).then(|| request.service.trim().to_owned());
+        let outcomes = self
+            .rebuilder
+            .rebuild(service.as_deref(), request.verify)
+            .await;
+        if outcomes.is_empty() {
+            let hosted: Vec<&str> = self.stores.iter().map(|(name, _)| *name).collect();
+            return Err(Status::not_found(format!(
+                "no read model of {:?} is hosted here; this server hosts: {}",
+                request.service,
+                hosted.join(", ")
+            )));
+        }
+        Ok(Response::new(pb::RebuildResponse {
+            results: outcomes
+                .into_iter()
+                .map(|o| pb::RebuildResult {
+                    service: o.service.to_owned(),
+                    events: o.events,
+                    millis: u64::try_from(o.elapsed.as_millis()).unwrap_or(u64::MAX),
+                    verified: o.identical.is_some(),
+                    identical: o.identical.unwrap_or(false),
+                    detail: o.detail,
+                })
+                .collect(),
+        }))
     }
 
     async fn verify_chain(

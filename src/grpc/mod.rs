@@ -62,6 +62,13 @@ pub async fn serve(
         wsus,
         mode,
     } = hosted;
+    let rebuilder = crate::rebuild::Rebuilder {
+        catalog: catalog.clone(),
+        approvals: approvals.clone(),
+        scanning: scanning.clone(),
+        installing: installing.clone(),
+        wsus: wsus.clone(),
+    };
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<SystemServiceServer<SystemApi>>().await;
     for (service, _) in &stores {
@@ -97,7 +104,7 @@ pub async fn serve(
         installing.map(|installing| InstallingServiceServer::new(InstallingApi::new(installing)));
     let wsus = wsus.map(|wsus| WsusServiceServer::new(WsusApi::new(wsus)));
     let audit = AuditServiceServer::new(
-        audit::AuditApi::new(stores.clone(), shutdown.clone())
+        audit::AuditApi::new(stores.clone(), rebuilder, shutdown.clone())
             .context("reading Patchbay's own protobuf descriptors")?,
     );
     tonic::transport::Server::builder()

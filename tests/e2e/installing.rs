@@ -443,5 +443,21 @@ async fn approve_install_and_report_in_embedded_mode() {
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::NotFound);
+
+    // Every read model rebuilt from its log equals the live one.
+    let rebuilt = audit
+        .rebuild_read_models(audit_pb::RebuildRequest {
+            service: String::new(),
+            verify: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    assert_eq!(rebuilt.len(), 5, "{rebuilt:?}");
+    for result in &rebuilt {
+        assert!(result.verified && result.identical, "{result:?}");
+    }
+    assert!(rebuilt.iter().any(|r| r.service == "installing" && r.events > 0));
     app.stop().await.unwrap();
 }

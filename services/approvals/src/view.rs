@@ -86,7 +86,7 @@ pub struct RuleEntry {
     pub applied: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct ApprovalsView {
     pub updates: BTreeMap<String, KnownUpdate>,
     pub approvals: HashMap<String, ApprovalEntry>,

@@ -18,7 +18,7 @@ pub struct UpdateEntry {
     pub stream_version: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct CatalogView {
     pub updates: BTreeMap<String, UpdateEntry>,
     pub vulnerabilities: HashMap<String, (VulnerabilityState, u64)>,
@@ -240,7 +240,7 @@ enum DeviceInstall {
 }
 
 /// What the view knows of one job: its latest step, and once the queued step is seen, what it is for.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 struct JobFacts {
     target: Option<JobTarget>,
     /// An `InstallJobState`, and the job stream version of the step that set it.
@@ -248,7 +248,7 @@ struct JobFacts {
     version: u64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct JobTarget {
     device_id: String,
     update_id: String,
@@ -258,7 +258,7 @@ struct JobTarget {
 
 /// The latest install job and the latest uninstall job of one device and update: `(queued position,
 /// job id)`.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 struct DeviceUpdateJobs {
     install: Option<(u64, String)>,
     uninstall: Option<(u64, String)>,
@@ -268,7 +268,7 @@ struct DeviceUpdateJobs {
 /// name only the job, so the job's target is remembered from its queued step; steps may arrive in
 /// any order (a redelivery), and each is placed by its job stream version and queued position, so
 /// the counts do not depend on delivery order.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 struct InstallStatistics {
     jobs: HashMap<String, JobFacts>,
     cells: HashMap<(String, String), DeviceUpdateJobs>,

@@ -8,7 +8,7 @@ use crate::domain::InstallingState;
 use crate::domain::state::{Cause, FactDecodeError};
 use crate::events::{DecodeError, InstallingEvent};
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct InstallingView {
     pub state: InstallingState,
 }

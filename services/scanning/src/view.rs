@@ -13,7 +13,7 @@ use crate::domain::{DeviceState, ScanTaskState, evolve_device, evolve_task};
 use crate::engine::MatchingIndex;
 use crate::events::{DecodeError, ScanningEvent};
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct DeviceEntry {
     pub state: DeviceState,
     /// Version of the device's stream (registration, inventories); scans have a stream of their own.
@@ -23,7 +23,7 @@ pub struct DeviceEntry {
 }
 
 /// One scan task as the view holds it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TaskEntry {
     pub state: ScanTaskState,
     /// Version of the task's stream.
@@ -31,7 +31,7 @@ pub struct TaskEntry {
     pub last_completed_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct ScanningView {
     pub devices: BTreeMap<String, DeviceEntry>,
     pub tasks: BTreeMap<String, TaskEntry>,

@@ -21,7 +21,7 @@ pub struct KnownRevision {
     pub files: Vec<pb::WsusFile>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct WsusView {
     pub config: Option<pb::WsusConfigured>,
     pub config_version: u64,

@@ -169,7 +169,7 @@ impl Dirty {
 /// A job's key: one line of work per device, update and kind.
 pub type JobKey = (String, String, i32);
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq)]
 pub struct InstallingState {
     pub updates: HashMap<String, UpdateFacts>,
     pub updates_by_eula: HashMap<String, BTreeSet<String>>,
