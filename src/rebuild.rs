@@ -199,7 +199,11 @@ mod tests {
         }
         let counted = LiveView::<Counted>::open(store.clone()).await.unwrap();
         let outcome = rebuild_one("counted", &store, || counted.read(), true).await;
-        assert_eq!((outcome.events, outcome.identical), (3, Some(true)), "{outcome:?}");
+        assert_eq!(
+            (outcome.events, outcome.identical),
+            (3, Some(true)),
+            "{outcome:?}"
+        );
 
         let leaky = LiveView::<Leaky>::open(store.clone()).await.unwrap();
         let outcome = rebuild_one("leaky", &store, || leaky.read(), true).await;

@@ -458,6 +458,10 @@ async fn approve_install_and_report_in_embedded_mode() {
     for result in &rebuilt {
         assert!(result.verified && result.identical, "{result:?}");
     }
-    assert!(rebuilt.iter().any(|r| r.service == "installing" && r.events > 0));
+    assert!(
+        rebuilt
+            .iter()
+            .any(|r| r.service == "installing" && r.events > 0)
+    );
     app.stop().await.unwrap();
 }

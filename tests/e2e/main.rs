@@ -6,6 +6,7 @@ mod approvals;
 mod audit;
 mod catalog;
 mod distributed;
+mod golden;
 mod helpers;
 mod installing;
 mod managed;
