@@ -24,6 +24,7 @@ use patchbay_wsus_sync::{SyncOptions, WsusSync};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::grpc;
 
@@ -302,7 +303,13 @@ const SCHEDULE_TICK: std::time::Duration = std::time::Duration::from_secs(60);
 /// Runs scheduled scan tasks when they are due (the default task: weekly, first at start).
 async fn run_schedule(scanning: Scanning, shutdown: CancellationToken) -> anyhow::Result<()> {
     loop {
-        match scanning.run_due_tasks(chrono::Utc::now()).await {
+        // A root span, so the events of a scheduled scan (and the jobs they cause) carry a trace.
+        let span = tracing::info_span!("schedule.scan");
+        match scanning
+            .run_due_tasks(chrono::Utc::now())
+            .instrument(span)
+            .await
+        {
             Ok(runs) => {
                 for run in runs {
                     tracing::info!(task = %run.task_id, run = run.run, devices = run.devices_scanned, "scheduled scan completed");
@@ -325,7 +332,12 @@ async fn run_install_schedule(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     loop {
-        match installing.run_due_tasks(chrono::Utc::now()).await {
+        let span = tracing::info_span!("schedule.install");
+        match installing
+            .run_due_tasks(chrono::Utc::now())
+            .instrument(span)
+            .await
+        {
             Ok(runs) => {
                 for (task_id, run) in runs {
                     tracing::info!(%task_id, run, "scheduled install run started");
@@ -345,7 +357,8 @@ async fn run_install_schedule(
 /// Starts WSUS sync runs when the schedule says (daily by default, first at start once configured).
 async fn run_wsus_schedule(wsus: WsusSync, shutdown: CancellationToken) -> anyhow::Result<()> {
     loop {
-        match wsus.run_due(chrono::Utc::now()).await {
+        let span = tracing::info_span!("schedule.wsus");
+        match wsus.run_due(chrono::Utc::now()).instrument(span).await {
             Ok(Some((run_id, _running))) => tracing::info!(%run_id, "scheduled WSUS sync started"),
             Ok(None) => {}
             Err(error) => {

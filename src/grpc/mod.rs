@@ -44,6 +44,25 @@ pub struct Hosted {
     pub mode: &'static str,
 }
 
+/// One span per request, continuing the caller's trace when it sends W3C `traceparent`: the
+/// first link of the trace that follows a command through events, the bus, consumers and jobs.
+fn request_span(request: &tonic::codegen::http::Request<()>) -> tracing::Span {
+    let span = tracing::info_span!("grpc.request", path = %request.uri().path());
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    patchbay_telemetry::TraceContext {
+        traceparent: header("traceparent"),
+        tracestate: header("tracestate"),
+    }
+    .set_as_parent_of(&span);
+    span
+}
+
 /// Largest request accepted: KEV documents and index chunks fit well inside it.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -108,6 +127,7 @@ pub async fn serve(
             .context("reading Patchbay's own protobuf descriptors")?,
     );
     tonic::transport::Server::builder()
+        .trace_fn(request_span)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(SystemServiceServer::new(SystemApi::new(stores, mode)))

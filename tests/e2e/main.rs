@@ -12,4 +12,5 @@ mod installing;
 mod managed;
 mod scanning;
 mod server;
+mod trace;
 mod wsus;

@@ -10,7 +10,9 @@ use patchbay_eventstore::{
     ViewError,
 };
 use patchbay_proto::installing::v1 as pb;
+use patchbay_telemetry::TraceContext;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::domain::commands::authenticate;
@@ -24,6 +26,9 @@ use crate::view::{ApplyError, InstallingView};
 /// The actor of the planner's decisions.
 pub const PLANNER_ACTOR: &str = "service:installing";
 const CONFLICT_RETRIES: usize = 5;
+
+/// Longest wait for the view to show this service's own write before answering.
+const VIEW_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallingServiceError {
@@ -84,6 +89,18 @@ impl Installing {
         self.view.read()
     }
 
+    /// Catches up until the view shows a write this service just committed (on PostgreSQL a
+    /// transaction open elsewhere on the server holds the global order back for a moment), so the
+    /// answer and the next command see it. Gives up quietly after [`VIEW_WAIT`]; the write is
+    /// committed either way.
+    async fn wait_for(
+        &self,
+        reached: impl Fn(&InstallingView) -> bool,
+    ) -> Result<(), InstallingServiceError> {
+        self.view.catch_up_until(reached, VIEW_WAIT).await?;
+        Ok(())
+    }
+
     pub fn changes(&self) -> tokio::sync::watch::Receiver<LogPosition> {
         self.view.changes()
     }
@@ -120,7 +137,8 @@ impl Installing {
                 &to_new_events(&events, actor),
             )
             .await?;
-        self.catch_up().await?;
+        self.wait_for(|view| view.tasks.contains_key(&task_id))
+            .await?;
         Ok(task_id)
     }
 
@@ -156,8 +174,13 @@ impl Installing {
                 )
                 .await
             {
-                Ok(_) => {
-                    self.catch_up().await?;
+                Ok(appended) => {
+                    self.wait_for(|view| {
+                        view.tasks
+                            .get(task_id)
+                            .is_some_and(|t| t.version >= appended.stream_version)
+                    })
+                    .await?;
                     return Ok(Some(run));
                 }
                 Err(EventStoreError::Conflict { .. }) => continue,
@@ -292,7 +315,7 @@ impl Installing {
         device_id: &str,
         actor: &str,
     ) -> Result<Vec<pb::JobAssignment>, InstallingServiceError> {
-        let queued: Vec<(String, u64, pb::JobAssignment)> = {
+        let queued: Vec<(String, u64, pb::JobAssignment, TraceContext)> = {
             let view = self.view();
             let Some(open) = view.open_jobs.get(device_id) else {
                 return Ok(Vec::new());
@@ -305,12 +328,20 @@ impl Installing {
                         entry.job.job_id.clone(),
                         entry.version,
                         assignment(&view, &entry.job),
+                        TraceContext {
+                            traceparent: entry.traceparent.clone(),
+                            tracestate: entry.tracestate.clone(),
+                        },
                     )
                 })
                 .collect()
         };
         let mut sent = Vec::new();
-        for (job_id, version, assignment) in queued {
+        for (job_id, version, assignment, trace) in queued {
+            // Dispatching continues the trace of the decision that queued the job (a scan or an
+            // approval, through the planner), so one trace reaches the agent.
+            let span = tracing::info_span!("job.dispatch", %job_id, %device_id);
+            trace.set_as_parent_of(&span);
             let events = decide_job(
                 &self.view().state,
                 JobCommand::Dispatch {
@@ -320,24 +351,42 @@ impl Installing {
             if events.is_empty() {
                 continue;
             }
+            let appended = {
+                let _entered = span.enter();
+                // Stamped with the dispatch span, so the Dispatched event carries the trace on.
+                to_new_events(&events, actor)
+            };
             match self
                 .store()
                 .append(
                     &job_stream(&job_id),
                     ExpectedVersion::Exact(version),
-                    &to_new_events(&events, actor),
+                    &appended,
                 )
+                .instrument(span)
                 .await
             {
-                Ok(_) => sent.push(assignment),
+                Ok(appended) => sent.push((job_id, appended.stream_version, assignment)),
                 Err(EventStoreError::Conflict { .. }) => continue,
                 Err(error) => return Err(error.into()),
             }
         }
         if !sent.is_empty() {
-            self.catch_up().await?;
+            // The agent may report a result at once: the view must show the job dispatched by then
+            // (on PostgreSQL a transaction open elsewhere can hold the global order back briefly).
+            let dispatched = |view: &InstallingView| {
+                sent.iter().all(|(job_id, version, _)| {
+                    view.jobs
+                        .get(job_id)
+                        .is_some_and(|job| job.version >= *version)
+                })
+            };
+            self.wait_for(dispatched).await?;
         }
-        Ok(sent)
+        Ok(sent
+            .into_iter()
+            .map(|(_, _, assignment)| assignment)
+            .collect())
     }
 
     /// Records an agent's result for one of its jobs.
@@ -375,8 +424,13 @@ impl Installing {
                 )
                 .await
             {
-                Ok(_) => {
-                    self.catch_up().await?;
+                Ok(appended) => {
+                    self.wait_for(|view| {
+                        view.jobs
+                            .get(&request.job_id)
+                            .is_some_and(|j| j.version >= appended.stream_version)
+                    })
+                    .await?;
                     return Ok(());
                 }
                 Err(EventStoreError::Conflict { .. }) => continue,

@@ -99,6 +99,9 @@ pub struct JobEntry {
     pub version: u64,
     /// Global position of the queueing event: the order jobs are dispatched in.
     pub queued_position: u64,
+    /// W3C trace context of the queueing event, so dispatching the job continues its trace.
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
 }
 
 impl JobEntry {
@@ -209,6 +212,10 @@ impl InstallingState {
         recorded_at: DateTime<Utc>,
         cause: Option<Cause>,
     ) -> Result<(), FactDecodeError> {
+        let trace = cause
+            .as_ref()
+            .map(|c| (c.traceparent.clone(), c.tracestate.clone()))
+            .unwrap_or_default();
         if let Some(cause) = cause
             && matches!(
                 event,
@@ -254,7 +261,7 @@ impl InstallingState {
             }
             InstallingEvent::InstallJobQueued(pb::InstallJobQueued { job: Some(job) })
             | InstallingEvent::UninstallJobQueued(pb::UninstallJobQueued { job: Some(job) }) => {
-                self.queue_job(job, position, stream_version, recorded_at);
+                self.queue_job(job, position, stream_version, recorded_at, trace);
             }
             InstallingEvent::InstallJobQueued(_) | InstallingEvent::UninstallJobQueued(_) => {}
             InstallingEvent::InstallJobDispatched(dispatched) => {
@@ -334,6 +341,7 @@ impl InstallingState {
         position: LogPosition,
         stream_version: u64,
         recorded_at: DateTime<Utc>,
+        (traceparent, tracestate): (Option<String>, Option<String>),
     ) {
         let key = (job.device_id.clone(), job.update_id.clone(), job.kind);
         self.latest_job.insert(key, job.job_id.clone());
@@ -357,6 +365,8 @@ impl InstallingState {
                 finished_at: None,
                 version: stream_version,
                 queued_position: position.global_position,
+                traceparent,
+                tracestate,
             },
         );
     }
