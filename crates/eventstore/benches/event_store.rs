@@ -353,7 +353,7 @@ async fn sealing_overhead(
         report.add(
             "e",
             backend,
-            "seal (catch-up between rounds, nothing appending, 10,000 per transaction)",
+            "seal (catch-up between rounds, nothing appending, DEFAULT_SEAL_BATCH per transaction)",
             catch_up.events as usize,
             catch_up.time,
             Target::None,

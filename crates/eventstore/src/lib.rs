@@ -34,8 +34,8 @@ pub use event::{
 pub use postgres::raw_insert as postgres_raw_insert;
 pub use replay::Replay;
 pub use seal::{
-    ChainHead, DEFAULT_SEAL_BATCH, DEFAULT_SEAL_LINGER, GENESIS_DIGEST, SealProgress, Sealer,
-    chain_digest,
+    ChainHead, DEFAULT_SEAL_BATCH, DEFAULT_SEAL_LINGER, EVENTS_PER_SEAL, GENESIS_DIGEST,
+    SealProgress, Sealer, chain_digest, content_digest,
 };
 pub use store::{EventStore, SqliteDurability, StoreOptions, Transaction};
 pub use subscription::Subscription;

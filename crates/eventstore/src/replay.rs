@@ -15,9 +15,8 @@ use crate::store::EventStore;
 /// rows are decoded, and a second reader only added contention on two cores (docs/benchmarks.md).
 ///
 /// Pages are `read_all` pages, so every guarantee of `read_all` holds (on PostgreSQL, never an
-/// event ahead of a transaction still open; upcasting on read, except for the chain verifier's
-/// replays of the stored bytes). It ends after the first page that is not full: the end of the
-/// log as of that read. Dropping it stops the background task.
+/// event ahead of a transaction still open; upcasting on read). It ends after the first page that
+/// is not full: the end of the log as of that read. Dropping it stops the background task.
 #[derive(Debug)]
 pub struct Replay {
     inner: Inner,
@@ -33,17 +32,8 @@ enum Inner {
         store: EventStore,
         position: LogPosition,
         page_size: usize,
-        payloads: Payloads,
         done: bool,
     },
-}
-
-/// Whether a replay's pages are upcast (what readers use) or exactly as stored (what the hash chain
-/// covers).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Payloads {
-    Upcast,
-    Stored,
 }
 
 /// Pages read ahead of the caller besides the one the task is reading: one is enough to keep the
@@ -51,12 +41,7 @@ pub(crate) enum Payloads {
 const READ_AHEAD: usize = 1;
 
 impl Replay {
-    pub(crate) fn start(
-        store: EventStore,
-        after: LogPosition,
-        page_size: usize,
-        payloads: Payloads,
-    ) -> Self {
+    pub(crate) fn start(store: EventStore, after: LogPosition, page_size: usize) -> Self {
         let page_size = page_size.max(1);
         if store.backend_name() != "postgres" {
             return Self {
@@ -64,7 +49,6 @@ impl Replay {
                     store,
                     position: after,
                     page_size,
-                    payloads,
                     done: false,
                 },
             };
@@ -73,7 +57,7 @@ impl Replay {
         let reader = tokio::spawn(async move {
             let mut position = after;
             loop {
-                let page = match store.read_page(position, page_size, payloads).await {
+                let page = match store.read_all(position, page_size).await {
                     Ok(page) => page,
                     Err(error) => {
                         let _ = sender.send(Err(error)).await;
@@ -101,13 +85,12 @@ impl Replay {
                 store,
                 position,
                 page_size,
-                payloads,
                 done,
             } => {
                 if *done {
                     return Ok(None);
                 }
-                let page = store.read_page(*position, *page_size, *payloads).await?;
+                let page = store.read_all(*position, *page_size).await?;
                 *done = page.len() < *page_size;
                 match page.last() {
                     Some(last) => {

@@ -6,22 +6,32 @@
 //! an order only known at commit, so no appender can know its predecessor's digest. Instead a
 //! sealer follows the committed log in exactly the order [`EventStore::read_all`] returns it
 //! (`(commit_id, global_position)` below the visibility horizon, which never lets a later commit
-//! appear before what was read) and records one seal per event in `event_seals`.
+//! appear before what was read) and records seals in `event_seals`.
 //!
-//! # The chain
+//! # Two digests per event
 //!
-//! Seal number `n` (1, 2, 3, … in global read order) holds
+//! What an appender decides about an event (its stream, id, type, schema version, payload and
+//! metadata) is hashed by the appender, in Rust, while it binds the row, and stored with it in
+//! `events.content_digest`. Where the event landed (global position, stream version, recorded_at)
+//! is decided by the database during the insert, so the sealer adds it when it links the event into
+//! the chain. The sealer therefore reads narrow rows (positions, ids, the content digest) instead
+//! of payloads, and hashes 104 bytes per event whatever the payload's size. Events stored before
+//! the column existed have no content digest; the sealer computes it from their content.
 //!
 //! ```text
-//! chain_digest(0) = 32 zero bytes
-//! chain_digest(n) = SHA-256( chain_digest(n - 1) || encode(event n) )
+//! content_digest(e) = SHA-256( encode_content(e) )                     -- at append
+//! chain(0)          = 32 zero bytes                                     (GENESIS_DIGEST)
+//! chain(n)          = SHA-256( chain(n - 1) || "patchbay-link-v1"
+//!                              || global_position || stream_version || recorded_at
+//!                              || content_digest(event n) )             -- by the sealer
 //! ```
 //!
-//! and also the event's `global_position`, `commit_id` and `event_id`, so the verifier can say which
-//! event was removed or moved, not only where the chain broke. `event_seal_head` holds the newest
-//! seal's sequence, position and digest; it moves in the same transaction that inserts seals.
+//! `n` numbers events 1, 2, 3, … in global read order (the event's *sequence*). The link fields
+//! are fixed-width: `global_position` and `stream_version` u64 big-endian, `recorded_at`
+//! microseconds since 1970-01-01T00:00:00Z as i64 big-endian, so a link hashes 104 bytes (two
+//! SHA-256 blocks). [`chain_digest`] computes one link from a stored event.
 //!
-//! # Encoding of one event (version 1)
+//! # Encoding of an event's content (version 1)
 //!
 //! The event **as stored**: payload bytes and schema version before any upcaster ran. Every field
 //! is `len || bytes`, with `len` the byte count as an unsigned 64-bit big-endian integer; an
@@ -30,31 +40,58 @@
 //!
 //! | # | field | bytes |
 //! |---|---|---|
-//! | 1 | format tag | ASCII `patchbay-event-v1` |
-//! | 2 | global_position | u64, big-endian (8 bytes) |
-//! | 3 | stream_id | UTF-8 |
-//! | 4 | stream_version | u64, big-endian |
-//! | 5 | event_id | 16 bytes, RFC 9562 byte order |
-//! | 6 | event_type | UTF-8 |
-//! | 7 | schema_version (stored) | u32, big-endian (4 bytes) |
-//! | 8 | payload (stored) | raw bytes |
-//! | 9 | correlation_id | 16 bytes |
-//! | 10 | causation_id | optional, 16 bytes |
-//! | 11 | actor | UTF-8 |
-//! | 12 | traceparent | optional, UTF-8 |
-//! | 13 | tracestate | optional, UTF-8 |
-//! | 14 | recorded_at | microseconds since 1970-01-01T00:00:00Z, i64 big-endian |
+//! | 1 | format tag | ASCII `patchbay-content-v1` |
+//! | 2 | stream_id | UTF-8 |
+//! | 3 | event_id | 16 bytes, RFC 9562 byte order |
+//! | 4 | event_type | UTF-8 |
+//! | 5 | schema_version (stored) | u32, big-endian (4 bytes) |
+//! | 6 | payload (stored) | raw bytes |
+//! | 7 | correlation_id | 16 bytes |
+//! | 8 | causation_id | optional, 16 bytes |
+//! | 9 | actor | UTF-8 |
+//! | 10 | traceparent | optional, UTF-8 |
+//! | 11 | tracestate | optional, UTF-8 |
 //!
-//! `commit_id` is not hashed: it is PostgreSQL's transaction id, which means nothing outside one
-//! database, while everything hashed reads the same on both backends. The seal row records it, and
-//! the verifier checks it.
+//! # Seals: one row per batch of events
+//!
+//! A seal row covers up to [`EVENTS_PER_SEAL`] consecutive events of the chain: their first and
+//! last sequence and position, their count, `chain(last)`, and `records`, one 80-byte record per
+//! event in chain order:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 0..8 | global_position, u64 big-endian |
+//! | 8..16 | commit_id, u64 big-endian |
+//! | 16..32 | event_id |
+//! | 32..40 | stream_version, u64 big-endian |
+//! | 40..48 | recorded_at, microseconds, i64 big-endian |
+//! | 48..80 | content_digest |
+//!
+//! Writing one row per batch instead of one per event is what makes sealing cheap; the records
+//! keep every per-event fact the verifier needs to name an event. `event_seal_head` holds the
+//! newest seal's sequence, position and digest; it moves in the same transaction that inserts
+//! seals.
+//!
+//! # Why it is still sound
+//!
+//! Folding a seal's records from the previous seal's digest must give its `chain_digest`: all link
+//! fields of every record (position, version, recorded_at, content digest) are thereby fixed by
+//! the chain, exactly as per-event seals fixed them, and one seal's `chain_digest` is the start of
+//! the next seal's fold. The verifier never trusts `events.content_digest`: it recomputes every
+//! event's content digest from the stored content, so a changed event is found whether or not its
+//! content digest column was updated too, and it names the event by comparing with its record.
+//! The record's `event_id` and `commit_id` are not link fields; the event id is covered by the
+//! content digest, and both only locate events. `commit_id` is PostgreSQL's transaction id, which
+//! means nothing outside one database, while everything hashed reads the same on both backends.
 //!
 //! # Limits
 //!
 //! Whoever can rewrite the events *and* recompute every later seal (and the head) can hide an edit;
 //! the chain makes that detectable only against a copy of a head digest kept outside the database
 //! (see [`crate::ChainReport::head`]). Events appended after the newest seal are not covered until the
-//! sealer reaches them (normally milliseconds).
+//! sealer reaches them (normally milliseconds); the sealer takes their content digest from
+//! `events.content_digest`, so an edit to both columns before sealing goes unnoticed, as any edit
+//! before sealing always did.
 
 use std::time::Duration;
 
@@ -63,60 +100,110 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::error::EventStoreError;
-use crate::event::{LogPosition, RecordedEvent};
+use crate::event::{EventMetadata, LogPosition, NewEvent, RecordedEvent};
 use crate::store::{Backend, EventStore};
 use crate::{postgres, sqlite};
 
 /// The digest before the first event.
 pub const GENESIS_DIGEST: [u8; 32] = [0; 32];
 
-/// Field 1 of every event's encoding: names the format, so a future encoding cannot collide with it.
-const ENCODING_TAG: &[u8] = b"patchbay-event-v1";
+/// Field 1 of every event's content encoding: names the format, so a future encoding cannot
+/// collide with it.
+const CONTENT_TAG: &[u8] = b"patchbay-content-v1";
 
-/// Events a [`Sealer`] seals per transaction.
-pub const DEFAULT_SEAL_BATCH: usize = 10_000;
+/// Starts every link's input after the previous digest, for the same reason.
+const LINK_TAG: &[u8; 16] = b"patchbay-link-v1";
+
+/// Events a [`Sealer`] seals per transaction: more than the fastest backend appends during one
+/// [`DEFAULT_SEAL_LINGER`] (about 15,000), so a busy log is sealed by one transaction per linger
+/// instead of a full one and a small one, each with its own commit. The sealer reads narrow rows,
+/// so a batch holds about 200 bytes per event in memory.
+pub const DEFAULT_SEAL_BATCH: usize = 20_000;
+
+/// Most events one seal row covers. Larger rows mean fewer rows but a larger `records` value to
+/// write and, when verifying, to hold in memory; a transaction writes as many rows as it needs.
+pub const EVENTS_PER_SEAL: usize = 1_000;
 
 /// How long a [`Sealer`] lets appends accumulate after sealing (see [`Sealer::linger`]).
 pub const DEFAULT_SEAL_LINGER: Duration = Duration::from_millis(100);
 
-/// The chain digest of `event` following `previous`: see the module documentation for the encoding.
+/// The chain digest of `event` following `previous`: see the module documentation.
 ///
 /// `event` must be the event as stored (not upcast); [`EventStore::read_all`] upcasts, so an auditor
 /// re-implementing this reads the table directly or opens the store without upcasters.
 pub fn chain_digest(previous: &[u8; 32], event: &RecordedEvent) -> [u8; 32] {
-    let mut hasher = Sha256::new();
-    hasher.update(previous);
-    field(&mut hasher, ENCODING_TAG);
-    field(&mut hasher, &event.position.global_position.to_be_bytes());
-    field(&mut hasher, event.stream_id.as_bytes());
-    field(&mut hasher, &event.stream_version.to_be_bytes());
-    field(&mut hasher, event.event_id.as_bytes());
-    field(&mut hasher, event.event_type.as_bytes());
-    field(&mut hasher, &event.schema_version.to_be_bytes());
-    field(&mut hasher, &event.payload);
-    field(&mut hasher, event.metadata.correlation_id.as_bytes());
-    optional(
-        &mut hasher,
-        event
-            .metadata
-            .causation_id
-            .as_ref()
-            .map(|id| &id.as_bytes()[..]),
-    );
-    field(&mut hasher, event.metadata.actor.as_bytes());
-    optional(
-        &mut hasher,
-        event.metadata.traceparent.as_deref().map(str::as_bytes),
-    );
-    optional(
-        &mut hasher,
-        event.metadata.tracestate.as_deref().map(str::as_bytes),
-    );
-    field(
-        &mut hasher,
-        &event.recorded_at.timestamp_micros().to_be_bytes(),
-    );
-    hasher.finalize().into()
+    EventRecord::of(event).link(previous)
+}
+
+/// The digest of what the appender decided about `event` (see the module documentation): what an
+/// append stores in `events.content_digest`. `event` must be as stored, as for [`chain_digest`].
+pub fn content_digest(event: &RecordedEvent) -> [u8; 32] {
+    EventContent::of_recorded(event).digest()
+}
+
+/// Everything about an event that its appender decides, and its content digest covers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EventContent<'a> {
+    pub stream_id: &'a str,
+    pub event_id: Uuid,
+    pub event_type: &'a str,
+    /// As the backend stores it (PostgreSQL saturates absurd values to `i32::MAX`).
+    pub schema_version: u32,
+    pub payload: &'a [u8],
+    pub metadata: &'a EventMetadata,
+}
+
+impl<'a> EventContent<'a> {
+    /// A new event's content, with the schema version the backend will store.
+    pub(crate) fn of_new(stream_id: &'a str, event: &'a NewEvent, schema_version: u32) -> Self {
+        Self {
+            stream_id,
+            event_id: event.event_id,
+            event_type: &event.event_type,
+            schema_version,
+            payload: &event.payload,
+            metadata: &event.metadata,
+        }
+    }
+
+    pub(crate) fn of_recorded(event: &'a RecordedEvent) -> Self {
+        Self {
+            stream_id: &event.stream_id,
+            event_id: event.event_id,
+            event_type: &event.event_type,
+            schema_version: event.schema_version,
+            payload: &event.payload,
+            metadata: &event.metadata,
+        }
+    }
+
+    pub(crate) fn digest(&self) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        field(&mut hasher, CONTENT_TAG);
+        field(&mut hasher, self.stream_id.as_bytes());
+        field(&mut hasher, self.event_id.as_bytes());
+        field(&mut hasher, self.event_type.as_bytes());
+        field(&mut hasher, &self.schema_version.to_be_bytes());
+        field(&mut hasher, self.payload);
+        field(&mut hasher, self.metadata.correlation_id.as_bytes());
+        optional(
+            &mut hasher,
+            self.metadata
+                .causation_id
+                .as_ref()
+                .map(|id| &id.as_bytes()[..]),
+        );
+        field(&mut hasher, self.metadata.actor.as_bytes());
+        optional(
+            &mut hasher,
+            self.metadata.traceparent.as_deref().map(str::as_bytes),
+        );
+        optional(
+            &mut hasher,
+            self.metadata.tracestate.as_deref().map(str::as_bytes),
+        );
+        hasher.finalize().into()
+    }
 }
 
 fn field(hasher: &mut Sha256, bytes: &[u8]) {
@@ -132,6 +219,100 @@ fn optional(hasher: &mut Sha256, bytes: Option<&[u8]>) {
             field(hasher, bytes);
         }
     }
+}
+
+/// Bytes of one event's record in a seal's `records`.
+pub(crate) const RECORD_LEN: usize = 80;
+
+/// One sealed event: its link fields, plus the ids that locate it (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EventRecord {
+    pub position: LogPosition,
+    pub event_id: Uuid,
+    pub stream_version: u64,
+    pub recorded_at_micros: i64,
+    pub content_digest: [u8; 32],
+}
+
+impl EventRecord {
+    /// The record of a stored event, its content digest computed from its content.
+    pub(crate) fn of(event: &RecordedEvent) -> Self {
+        Self {
+            position: event.position,
+            event_id: event.event_id,
+            stream_version: event.stream_version,
+            recorded_at_micros: event.recorded_at.timestamp_micros(),
+            content_digest: content_digest(event),
+        }
+    }
+
+    /// The chain digest after this event, following `previous`.
+    pub(crate) fn link(&self, previous: &[u8; 32]) -> [u8; 32] {
+        let mut input = [0_u8; 104];
+        input[..32].copy_from_slice(previous);
+        input[32..48].copy_from_slice(LINK_TAG);
+        input[48..56].copy_from_slice(&self.position.global_position.to_be_bytes());
+        input[56..64].copy_from_slice(&self.stream_version.to_be_bytes());
+        input[64..72].copy_from_slice(&self.recorded_at_micros.to_be_bytes());
+        input[72..].copy_from_slice(&self.content_digest);
+        Sha256::digest(input).into()
+    }
+
+    /// Whether both hash to the same link: all link fields equal (ids may differ).
+    pub(crate) fn same_link(&self, other: &EventRecord) -> bool {
+        self.position.global_position == other.position.global_position
+            && self.stream_version == other.stream_version
+            && self.recorded_at_micros == other.recorded_at_micros
+            && self.content_digest == other.content_digest
+    }
+
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.position.global_position.to_be_bytes());
+        out.extend_from_slice(&self.position.commit_id.to_be_bytes());
+        out.extend_from_slice(self.event_id.as_bytes());
+        out.extend_from_slice(&self.stream_version.to_be_bytes());
+        out.extend_from_slice(&self.recorded_at_micros.to_be_bytes());
+        out.extend_from_slice(&self.content_digest);
+    }
+
+    /// The records of a seal's `records` value; None when its length is not a whole number of
+    /// records (the seal was edited by hand).
+    pub(crate) fn decode_all(bytes: &[u8]) -> Option<Vec<EventRecord>> {
+        if !bytes.len().is_multiple_of(RECORD_LEN) {
+            return None;
+        }
+        bytes
+            .chunks_exact(RECORD_LEN)
+            .map(|record| {
+                let u64_at = |at: usize| {
+                    record
+                        .get(at..at + 8)
+                        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                };
+                Some(EventRecord {
+                    position: LogPosition {
+                        global_position: u64::from_be_bytes(u64_at(0)?),
+                        commit_id: u64::from_be_bytes(u64_at(8)?),
+                    },
+                    event_id: Uuid::from_slice(record.get(16..32)?).ok()?,
+                    stream_version: u64::from_be_bytes(u64_at(32)?),
+                    recorded_at_micros: i64::from_be_bytes(u64_at(40)?),
+                    content_digest: record.get(48..80)?.try_into().ok()?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// An event not sealed yet, as the sealer reads it: no payload, only what its link needs.
+#[derive(Debug, Clone)]
+pub(crate) struct UnsealedEvent {
+    pub position: LogPosition,
+    pub event_id: Uuid,
+    pub stream_version: u64,
+    pub recorded_at_micros: i64,
+    /// `events.content_digest`; None for events appended before the column existed.
+    pub content_digest: Option<Vec<u8>>,
 }
 
 /// The newest seal: how far the chain reaches and the digest everything up to there hashes to.
@@ -181,13 +362,18 @@ pub struct SealProgress {
     pub caught_up: bool,
 }
 
-/// A seal row.
+/// A seal row: consecutive events `first_sequence..=last_sequence` of the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StoredSeal {
-    pub sequence: u64,
-    pub position: LogPosition,
-    pub event_id: Uuid,
+    pub first_sequence: u64,
+    pub last_sequence: u64,
+    pub first_position: LogPosition,
+    pub last_position: LogPosition,
+    pub event_count: u64,
+    /// The chain digest after event `last_sequence`.
     pub chain_digest: [u8; 32],
+    /// One [`RECORD_LEN`]-byte record per event, in chain order.
+    pub records: Vec<u8>,
 }
 
 /// The head row (None if it was deleted) and the highest seal sequence, read together.
@@ -211,15 +397,16 @@ pub(crate) fn digest_from_row(bytes: Vec<u8>, row: &str) -> Result<[u8; 32], Eve
 impl EventStore {
     /// Seals up to `max_events` committed, visible events after the newest seal, in global read order.
     ///
-    /// Reads and hashes the events first, then inserts their seals and moves the head in one
-    /// transaction, only if no other sealer moved the head meanwhile (compare-and-set on its
-    /// sequence). So it is idempotent, and two processes sealing the same database at once produce
-    /// one chain: the loser of a race writes nothing and returns `sealed: 0, caught_up: false`.
+    /// Reads the events' narrow rows and links them first, then inserts one seal row per
+    /// [`EVENTS_PER_SEAL`] events and moves the head in one transaction, only if no other sealer
+    /// moved the head meanwhile (compare-and-set on its sequence). So it is idempotent, and two
+    /// processes sealing the same database at once produce one chain: the loser of a race writes
+    /// nothing and returns `sealed: 0, caught_up: false`.
     pub async fn seal(&self, max_events: usize) -> Result<SealProgress, EventStoreError> {
         let max_events = max_events.max(1);
         let head = self.seal_head().await?;
-        let events = self.read_all_stored(head.position, max_events).await?;
-        let Some(last) = events.last() else {
+        let records = self.unsealed_records(head.position, max_events).await?;
+        let Some(last) = records.last() else {
             return Ok(SealProgress {
                 sealed: 0,
                 head,
@@ -227,18 +414,28 @@ impl EventStore {
             });
         };
         let mut digest = head.digest;
-        let mut seals = Vec::with_capacity(events.len());
-        for (sequence, event) in (head.sequence + 1..).zip(&events) {
-            digest = chain_digest(&digest, event);
+        let mut seals = Vec::with_capacity(records.len().div_ceil(EVENTS_PER_SEAL));
+        let mut first_sequence = head.sequence + 1;
+        for batch in records.chunks(EVENTS_PER_SEAL) {
+            let mut encoded = Vec::with_capacity(batch.len() * RECORD_LEN);
+            for record in batch {
+                digest = record.link(&digest);
+                record.encode_into(&mut encoded);
+            }
+            let count = batch.len() as u64;
             seals.push(StoredSeal {
-                sequence,
-                position: event.position,
-                event_id: event.event_id,
+                first_sequence,
+                last_sequence: first_sequence + count - 1,
+                first_position: batch.first().map_or(last.position, |r| r.position),
+                last_position: batch.last().map_or(last.position, |r| r.position),
+                event_count: count,
                 chain_digest: digest,
+                records: encoded,
             });
+            first_sequence += count;
         }
         let new_head = ChainHead {
-            sequence: head.sequence + events.len() as u64,
+            sequence: head.sequence + records.len() as u64,
             position: last.position,
             digest,
         };
@@ -265,10 +462,80 @@ impl EventStore {
             });
         }
         Ok(SealProgress {
-            sealed: events.len() as u64,
+            sealed: records.len() as u64,
             head: new_head,
-            caught_up: events.len() < max_events,
+            caught_up: records.len() < max_events,
         })
+    }
+
+    /// The records of up to `limit` visible events after `after`, in read order: from narrow rows,
+    /// and from the full rows of those stored without a content digest.
+    async fn unsealed_records(
+        &self,
+        after: LogPosition,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, EventStoreError> {
+        let unsealed = match self.backend() {
+            Backend::Postgres(pool) => {
+                postgres::read_unsealed(&mut *pool.acquire().await?, after, limit).await?
+            }
+            Backend::Sqlite(pool) => {
+                sqlite::read_unsealed(&mut *pool.acquire().await?, after, limit).await?
+            }
+        };
+        let mut records = Vec::with_capacity(unsealed.len());
+        let mut without_digest = Vec::new();
+        for (index, event) in unsealed.into_iter().enumerate() {
+            // NULL (appended before the column existed), the wrong length or all zeros (which the
+            // SQLite backend reads for NULL): not a digest an append wrote.
+            let digest = event
+                .content_digest
+                .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                .filter(|digest| *digest != [0; 32]);
+            if digest.is_none() {
+                without_digest.push((index, event.position.global_position));
+            }
+            records.push(EventRecord {
+                position: event.position,
+                event_id: event.event_id,
+                stream_version: event.stream_version,
+                recorded_at_micros: event.recorded_at_micros,
+                content_digest: digest.unwrap_or(GENESIS_DIGEST),
+            });
+        }
+        if without_digest.is_empty() {
+            return Ok(records);
+        }
+        // Appended before content digests existed, or the column was edited: hash the content.
+        let positions: Vec<u64> = without_digest.iter().map(|(_, p)| *p).collect();
+        let full = match self.backend() {
+            Backend::Postgres(pool) => {
+                postgres::read_events_at(&mut *pool.acquire().await?, &positions).await?
+            }
+            Backend::Sqlite(pool) => {
+                sqlite::read_events_at(&mut *pool.acquire().await?, &positions).await?
+            }
+        };
+        let by_position: std::collections::HashMap<u64, &RecordedEvent> = full
+            .iter()
+            .map(|event| (event.position.global_position, event))
+            .collect();
+        for (index, position) in without_digest {
+            let record = records
+                .get_mut(index)
+                .ok_or_else(|| EventStoreError::Corrupt {
+                    global_position: position,
+                    reason: "the sealer lost track of an event it read".to_owned(),
+                })?;
+            let event = by_position
+                .get(&position)
+                .ok_or_else(|| EventStoreError::Corrupt {
+                    global_position: position,
+                    reason: "the event disappeared while it was being sealed".to_owned(),
+                })?;
+            record.content_digest = content_digest(event);
+        }
+        Ok(records)
     }
 
     /// The newest seal: how far the chain reaches. `count_after(head.position)` is the sealer's lag.
@@ -366,9 +633,10 @@ impl Sealer {
             }
             if progress.sealed > 0 {
                 hidden_retry = None;
-                // Let appends accumulate: a transaction sealing 100 events costs about three times
-                // as much per event as one sealing 10,000 (reading back, round trips), and that
-                // cost competes with the appenders for the same cores.
+                // Let appends accumulate: each transaction has fixed costs (round trips, a commit
+                // that, on SQLite, holds the write lock appenders wait for), so sealing many events
+                // at once costs less per event, and that cost competes with the appenders for the
+                // same cores.
                 if !self.linger.is_zero() {
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(()),

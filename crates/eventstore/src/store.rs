@@ -18,7 +18,7 @@ use crate::event::{
     AppendResult, ExpectedVersion, LogPosition, NewEvent, RecordedEvent, Snapshot, StreamAppend,
     validate_append, validate_append_streams, validate_stream_id,
 };
-use crate::replay::{Payloads, Replay};
+use crate::replay::Replay;
 use crate::subscription::Subscription;
 use crate::upcast::Upcasters;
 use crate::{postgres, sqlite};
@@ -251,7 +251,7 @@ impl EventStore {
 
     /// [`EventStore::read_all`] without upcasting: payloads and schema versions exactly as stored,
     /// which is what the hash chain covers.
-    pub(crate) async fn read_all_stored(
+    async fn read_all_stored(
         &self,
         after: LogPosition,
         limit: usize,
@@ -270,25 +270,7 @@ impl EventStore {
     /// next page while the caller applies the current one: what a projection rebuild should use.
     /// Each page is what [`EventStore::read_all`] returns; see [`Replay`].
     pub fn replay(&self, after: LogPosition, page_size: usize) -> Replay {
-        Replay::start(self.clone(), after, page_size, Payloads::Upcast)
-    }
-
-    /// [`EventStore::replay`] of the stored events, not upcast: for the chain verifier.
-    pub(crate) fn replay_stored(&self, after: LogPosition, page_size: usize) -> Replay {
-        Replay::start(self.clone(), after, page_size, Payloads::Stored)
-    }
-
-    /// Pages for [`Replay`]: upcast or as stored.
-    pub(crate) async fn read_page(
-        &self,
-        after: LogPosition,
-        limit: usize,
-        payloads: Payloads,
-    ) -> Result<Vec<RecordedEvent>, EventStoreError> {
-        match payloads {
-            Payloads::Upcast => self.read_all(after, limit).await,
-            Payloads::Stored => self.read_all_stored(after, limit).await,
-        }
+        Replay::start(self.clone(), after, page_size)
     }
 
     /// How many events are stored after `after` (visible to `read_all` or not yet): a subscriber's lag.

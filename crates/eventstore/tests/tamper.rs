@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use patchbay_eventstore::{
-    ChainHead, ChainProblem, ChainReport, EventStore, ExpectedVersion, GENESIS_DIGEST, LogPosition,
-    NewEvent, RecordedEvent, Sealer, StoreOptions, StreamAppend, Upcasters, chain_digest,
+    ChainHead, ChainProblem, ChainReport, EVENTS_PER_SEAL, EventStore, ExpectedVersion,
+    GENESIS_DIGEST, LogPosition, NewEvent, RecordedEvent, Sealer, StoreOptions, StreamAppend,
+    Upcasters, chain_digest, content_digest,
 };
 use patchbay_testkit::{TestPostgres, TestSqlite};
 use sqlx::AssertSqlSafe;
@@ -91,19 +92,21 @@ impl Log {
                (SELECT count(*) FROM events), \
                (SELECT md5(coalesce(string_agg(e::text, '|' ORDER BY global_position), '')) FROM events e), \
                (SELECT count(*) FROM event_seals), \
-               (SELECT md5(coalesce(string_agg(s::text, '|' ORDER BY sequence), '')) FROM event_seals s), \
+               (SELECT md5(coalesce(string_agg(s::text, '|' ORDER BY last_sequence), '')) FROM event_seals s), \
                (SELECT md5(coalesce(string_agg(h::text, '|'), '')) FROM event_seal_head h), \
                (SELECT md5(coalesce(string_agg(c::text, '|' ORDER BY name), '')) FROM checkpoints c))",
             "SELECT (SELECT count(*) FROM events) || ';' || \
                coalesce((SELECT group_concat(quote(global_position) || quote(event_id) || quote(stream_id) \
                   || quote(stream_version) || quote(event_type) || quote(schema_version) || quote(payload) \
                   || quote(correlation_id) || quote(causation_id) || quote(actor) || quote(traceparent) \
-                  || quote(tracestate) || quote(recorded_at_micros), '|') \
+                  || quote(tracestate) || quote(recorded_at_micros) || quote(content_digest), '|') \
                   FROM (SELECT * FROM events ORDER BY global_position)), '') || ';' || \
                (SELECT count(*) FROM event_seals) || ';' || \
-               coalesce((SELECT group_concat(quote(sequence) || quote(global_position) || quote(commit_id) \
-                  || quote(event_id) || quote(chain_digest), '|') \
-                  FROM (SELECT * FROM event_seals ORDER BY sequence)), '') || ';' || \
+               coalesce((SELECT group_concat(quote(first_sequence) || quote(last_sequence) \
+                  || quote(event_count) || quote(first_global_position) || quote(last_global_position) \
+                  || quote(first_commit_id) || quote(last_commit_id) || quote(chain_digest) \
+                  || quote(records), '|') \
+                  FROM (SELECT * FROM event_seals ORDER BY last_sequence)), '') || ';' || \
                coalesce((SELECT group_concat(quote(sequence) || quote(global_position) || quote(chain_digest) \
                   || quote(updated_at_micros), '|') FROM event_seal_head), '') || ';' || \
                coalesce((SELECT group_concat(quote(name) || quote(global_position), '|') \
@@ -126,24 +129,63 @@ impl Log {
         report
     }
 
-    async fn seal_digest_hex(&self, sequence: u64) -> String {
+    /// The chain digest of the seal row ending at event #`last_sequence`.
+    async fn seal_digest_hex(&self, last_sequence: u64) -> String {
         self.text(
             &format!(
-                "SELECT encode(chain_digest, 'hex') FROM event_seals WHERE sequence = {sequence}"
+                "SELECT encode(chain_digest, 'hex') FROM event_seals WHERE last_sequence = {last_sequence}"
             ),
             &format!(
-                "SELECT lower(hex(chain_digest)) FROM event_seals WHERE sequence = {sequence}"
+                "SELECT lower(hex(chain_digest)) FROM event_seals WHERE last_sequence = {last_sequence}"
             ),
         )
         .await
     }
 
-    async fn set_seal_digest(&self, sequence: u64, hex: &str) {
+    async fn set_seal_digest(&self, last_sequence: u64, hex: &str) {
         self.tamper(
-            &format!("UPDATE event_seals SET chain_digest = decode('{hex}', 'hex') WHERE sequence = {sequence}"),
-            &format!("UPDATE event_seals SET chain_digest = X'{hex}' WHERE sequence = {sequence}"),
+            &format!("UPDATE event_seals SET chain_digest = decode('{hex}', 'hex') WHERE last_sequence = {last_sequence}"),
+            &format!("UPDATE event_seals SET chain_digest = X'{hex}' WHERE last_sequence = {last_sequence}"),
         )
         .await;
+    }
+
+    /// Overwrites `hex` into the records of the seal row ending at `last_sequence`, at byte `offset`.
+    async fn overwrite_records(&self, last_sequence: u64, offset: usize, hex: &str) {
+        let length = hex.len() / 2;
+        self.tamper(
+            &format!(
+                "UPDATE event_seals SET records = overlay(records PLACING decode('{hex}', 'hex') \
+                 FROM {} FOR {length}) WHERE last_sequence = {last_sequence}",
+                offset + 1
+            ),
+            &format!(
+                // `||` yields text; the cast turns the same bytes back into a blob.
+                "UPDATE event_seals SET records = CAST(substr(records, 1, {offset}) || X'{hex}' \
+                 || substr(records, {}) AS BLOB) WHERE last_sequence = {last_sequence}",
+                offset + length + 1
+            ),
+        )
+        .await;
+    }
+
+    /// The `content_digest` column of every event, in global position order (None: NULL).
+    async fn stored_content_digests(&self) -> Vec<Option<Vec<u8>>> {
+        match (self.store.postgres_pool(), self.store.sqlite_pool()) {
+            (Some(pool), _) => {
+                sqlx::query_scalar("SELECT content_digest FROM events ORDER BY global_position")
+                    .fetch_all(pool)
+                    .await
+                    .unwrap()
+            }
+            (_, Some(pool)) => {
+                sqlx::query_scalar("SELECT content_digest FROM events ORDER BY global_position")
+                    .fetch_all(pool)
+                    .await
+                    .unwrap()
+            }
+            _ => unreachable!(),
+        }
     }
 }
 
@@ -182,6 +224,11 @@ on_every_backend!(
     sealing_hashes_the_stored_payload_not_the_upcast_one,
     the_sealer_seals_new_events_as_they_are_appended,
     two_sealers_at_once_produce_one_chain,
+    appends_store_the_documented_content_digest,
+    an_event_altered_together_with_its_content_digest_is_still_named,
+    events_without_a_content_digest_are_sealed_from_their_content,
+    edited_seal_records_are_reported_as_seal_tampering,
+    one_seal_row_covers_a_batch_and_still_names_the_altered_event,
 );
 
 fn event(event_type: &str, payload: &str) -> NewEvent {
@@ -284,9 +331,31 @@ async fn sealed_log(store: &EventStore) -> Vec<RecordedEvent> {
         .unwrap();
     let events = settled(store).await;
     assert_eq!(events.len(), 12);
-    let head = seal_all(store).await;
-    assert_eq!(head.sequence, 12);
+    // Seal rows of events 1-4, 5-8, 9-10 and 11-12: problems are found inside a row and at its
+    // edges, and seal rows can be edited one by one.
+    for last in [4, 8, 10, 12] {
+        let head = store.seal_head().await.unwrap();
+        let progress = store.seal((last - head.sequence) as usize).await.unwrap();
+        assert_eq!(progress.head.sequence, last);
+    }
+    let rows = seal_rows(store).await;
+    assert_eq!(rows, "1-4,5-8,9-10,11-12");
     events
+}
+
+/// The seal rows as `first-last` ranges, in chain order.
+async fn seal_rows(store: &EventStore) -> String {
+    const SQL: &str =
+        "SELECT first_sequence, last_sequence FROM event_seals ORDER BY last_sequence";
+    let rows: Vec<(i64, i64)> = match (store.postgres_pool(), store.sqlite_pool()) {
+        (Some(pool), _) => sqlx::query_as(SQL).fetch_all(pool).await.unwrap(),
+        (_, Some(pool)) => sqlx::query_as(SQL).fetch_all(pool).await.unwrap(),
+        _ => unreachable!(),
+    };
+    rows.iter()
+        .map(|(first, last)| format!("{first}-{last}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn hex_of(bytes: &[u8]) -> String {
@@ -560,8 +629,8 @@ async fn edited_or_deleted_seals_are_reported(log: Log) {
     log.set_seal_digest(12, &original).await;
     assert!(log.verify().await.is_intact());
 
-    // A seal row deleted while its event stays.
-    let sql = "DELETE FROM event_seals WHERE sequence = 5";
+    // A seal row (events 5-8) deleted while its events stay.
+    let sql = "DELETE FROM event_seals WHERE first_sequence = 5";
     log.tamper(sql, sql).await;
     let report = log.verify().await;
     assert!(
@@ -592,7 +661,7 @@ async fn edited_or_deleted_seals_are_reported(log: Log) {
 
 async fn deleting_the_newest_seals_is_reported_as_truncated(log: Log) {
     sealed_log(&log.store).await;
-    let sql = "DELETE FROM event_seals WHERE sequence > 10";
+    let sql = "DELETE FROM event_seals WHERE last_sequence > 10";
     log.tamper(sql, sql).await;
     let report = log.verify().await;
     assert_eq!(
@@ -741,8 +810,8 @@ async fn two_sealers_at_once_produce_one_chain(log: Log) {
     assert_eq!(report.sealed, total);
     let counts = log
         .text(
-            "SELECT count(*) || ' ' || coalesce(max(sequence), 0) FROM event_seals",
-            "SELECT count(*) || ' ' || coalesce(max(sequence), 0) FROM event_seals",
+            "SELECT coalesce(sum(event_count), 0) || ' ' || coalesce(max(last_sequence), 0) FROM event_seals",
+            "SELECT coalesce(sum(event_count), 0) || ' ' || coalesce(max(last_sequence), 0) FROM event_seals",
         )
         .await;
     assert_eq!(counts, format!("{total} {total}"));
@@ -806,4 +875,268 @@ async fn postgres_an_event_written_into_the_past_is_reported_as_inserted() {
         other => panic!("expected Inserted before #4, got {other:?}: {report}"),
     }
     assert!(report.to_string().contains("never sealed"), "{report}");
+}
+
+async fn appends_store_the_documented_content_digest(log: Log) {
+    // Single appends, a multi-stream append and appends in a transaction: every append path.
+    let events = sealed_log(&log.store).await;
+    let stored = log.stored_content_digests().await;
+    assert_eq!(stored.len(), events.len());
+    for (event, stored) in events.iter().zip(stored) {
+        assert_eq!(
+            stored.as_deref(),
+            Some(&content_digest(event)[..]),
+            "event {} at global position {}",
+            event.event_id,
+            event.position.global_position
+        );
+    }
+}
+
+async fn an_event_altered_together_with_its_content_digest_is_still_named(log: Log) {
+    let events = sealed_log(&log.store).await;
+    // An attacker who knows the encoding rewrites the payload and its content digest: the
+    // verifier recomputes the digest from the content and compares it with the seal's record.
+    let victim = &events[6];
+    let position = victim.position.global_position;
+    let mut forged = victim.clone();
+    forged.payload = b"forged".to_vec();
+    let (payload, digest) = (hex_of(&forged.payload), hex_of(&content_digest(&forged)));
+    log.tamper(
+        &format!(
+            "UPDATE events SET payload = decode('{payload}', 'hex'), \
+             content_digest = decode('{digest}', 'hex') WHERE global_position = {position}"
+        ),
+        &format!(
+            "UPDATE events SET payload = X'{payload}', content_digest = X'{digest}' \
+             WHERE global_position = {position}"
+        ),
+    )
+    .await;
+    let report = log.verify().await;
+    assert_eq!(
+        report.first_problem,
+        Some(ChainProblem::Altered {
+            sequence: 7,
+            position: victim.position,
+            stream_id: victim.stream_id.clone(),
+            stream_version: victim.stream_version,
+            event_id: victim.event_id,
+        }),
+        "{report}"
+    );
+    assert_eq!(report.sealed, 6);
+
+    let (payload, digest) = (hex_of(&victim.payload), hex_of(&content_digest(victim)));
+    log.tamper(
+        &format!(
+            "UPDATE events SET payload = decode('{payload}', 'hex'), \
+             content_digest = decode('{digest}', 'hex') WHERE global_position = {position}"
+        ),
+        &format!(
+            "UPDATE events SET payload = X'{payload}', content_digest = X'{digest}' \
+             WHERE global_position = {position}"
+        ),
+    )
+    .await;
+    assert!(log.verify().await.is_intact());
+
+    // The content digest column alone rewritten: the event row was edited, so it is named too.
+    let victim = &events[9];
+    let zeros = "00".repeat(32);
+    log.tamper(
+        &format!(
+            "UPDATE events SET content_digest = decode('{zeros}', 'hex') WHERE global_position = {}",
+            victim.position.global_position
+        ),
+        &format!(
+            "UPDATE events SET content_digest = X'{zeros}' WHERE global_position = {}",
+            victim.position.global_position
+        ),
+    )
+    .await;
+    let report = log.verify().await;
+    assert!(
+        matches!(report.first_problem, Some(ChainProblem::Altered { sequence: 10, event_id, .. }) if event_id == victim.event_id),
+        "{report}"
+    );
+}
+
+async fn events_without_a_content_digest_are_sealed_from_their_content(log: Log) {
+    let store = &log.store;
+    store
+        .append(
+            "old",
+            ExpectedVersion::NoStream,
+            &[event("Approved", "o1"), event("Approved", "o2")],
+        )
+        .await
+        .unwrap();
+    store
+        .append("new", ExpectedVersion::NoStream, &[event("Approved", "n1")])
+        .await
+        .unwrap();
+    // Events appended before the column existed have none.
+    let sql = "UPDATE events SET content_digest = NULL WHERE stream_id = 'old'";
+    log.tamper(sql, sql).await;
+    let events = settled(store).await;
+    let head = seal_all(store).await;
+    assert_eq!(head.sequence, 3);
+    let digest = events
+        .iter()
+        .fold(GENESIS_DIGEST, |previous, e| chain_digest(&previous, e));
+    assert_eq!(head.digest, digest);
+    let report = log.verify().await;
+    assert!(report.is_intact(), "{report}");
+
+    // A malformed digest written before sealing is not trusted either: the sealer hashes the
+    // content, and the verifier names the edited row.
+    store
+        .append("odd", ExpectedVersion::NoStream, &[event("Approved", "x1")])
+        .await
+        .unwrap();
+    let sql = "UPDATE events SET content_digest = X'010203' WHERE stream_id = 'odd'";
+    log.tamper(
+        "UPDATE events SET content_digest = '\\x010203'::bytea WHERE stream_id = 'odd'",
+        sql,
+    )
+    .await;
+    let odd = settled(store).await.remove(3);
+    let head = seal_all(store).await;
+    assert_eq!(head.sequence, 4);
+    assert_eq!(head.digest, chain_digest(&digest, &odd));
+    let report = log.verify().await;
+    assert!(
+        matches!(report.first_problem, Some(ChainProblem::Altered { sequence: 4, event_id, .. }) if event_id == odd.event_id),
+        "{report}"
+    );
+    let sql = "UPDATE events SET content_digest = NULL WHERE stream_id = 'odd'";
+    log.tamper(sql, sql).await;
+    assert!(log.verify().await.is_intact());
+
+    // Such an event is still checked against its seal.
+    let sql = format!(
+        "UPDATE events SET actor = 'user:mallory' WHERE global_position = {}",
+        events[1].position.global_position
+    );
+    log.tamper(&sql, &sql).await;
+    let report = log.verify().await;
+    assert!(
+        matches!(report.first_problem, Some(ChainProblem::Altered { sequence: 2, event_id, .. }) if event_id == events[1].event_id),
+        "{report}"
+    );
+}
+
+async fn edited_seal_records_are_reported_as_seal_tampering(log: Log) {
+    let events = sealed_log(&log.store).await;
+    // Record layout (seal.rs): position 0..8, commit_id 8..16, event_id 16..32,
+    // stream_version 32..40, recorded_at 40..48, content digest 48..80.
+
+    // Event #6's recorded stream version (second record of the seal of events 5-8).
+    log.overwrite_records(8, 80 + 32, &"ff".repeat(8)).await;
+    let report = log.verify().await;
+    assert!(
+        matches!(
+            &report.first_problem,
+            Some(ChainProblem::SealTampered { sequence: 6, detail }) if detail.contains("unchanged")
+        ),
+        "{report}"
+    );
+    let original = hex_of(&events[5].stream_version.to_be_bytes());
+    log.overwrite_records(8, 80 + 32, &original).await;
+    assert!(log.verify().await.is_intact());
+
+    // Event #7's recorded event id (third record).
+    log.overwrite_records(8, 160 + 16, &"ab".repeat(16)).await;
+    let report = log.verify().await;
+    assert!(
+        matches!(
+            &report.first_problem,
+            Some(ChainProblem::SealTampered { sequence: 7, detail }) if detail.contains("event id")
+        ),
+        "{report}"
+    );
+    log.overwrite_records(8, 160 + 16, &hex_of(events[6].event_id.as_bytes()))
+        .await;
+    assert!(log.verify().await.is_intact());
+
+    // Event #9's recorded position (first record of the seal of events 9-10).
+    log.overwrite_records(10, 0, &hex_of(&999_u64.to_be_bytes()))
+        .await;
+    let report = log.verify().await;
+    assert!(
+        matches!(
+            &report.first_problem,
+            Some(ChainProblem::SealTampered { sequence: 9, detail }) if detail.contains("recorded position")
+        ),
+        "{report}"
+    );
+    log.overwrite_records(
+        10,
+        0,
+        &hex_of(&events[8].position.global_position.to_be_bytes()),
+    )
+    .await;
+    assert!(log.verify().await.is_intact());
+
+    // The seal's own position column (the records are right): it only locates the seal.
+    let sql = "UPDATE event_seals SET last_global_position = 999 WHERE last_sequence = 10";
+    log.tamper(sql, sql).await;
+    let report = log.verify().await;
+    assert!(
+        matches!(
+            &report.first_problem,
+            Some(ChainProblem::SealTampered { sequence: 9, detail }) if detail.contains("position columns")
+        ),
+        "{report}"
+    );
+}
+
+async fn one_seal_row_covers_a_batch_and_still_names_the_altered_event(log: Log) {
+    let store = &log.store;
+    let total = EVENTS_PER_SEAL * 2 + EVENTS_PER_SEAL / 2;
+    for chunk in 0..total / 100 {
+        let batch: Vec<_> = (0..100)
+            .map(|i| event("Scanned", &format!("{chunk}-{i}")))
+            .collect();
+        store
+            .append(
+                &format!("device-{chunk}"),
+                ExpectedVersion::NoStream,
+                &batch,
+            )
+            .await
+            .unwrap();
+    }
+    let events = settled(store).await;
+    assert_eq!(events.len(), total);
+    let progress = store.seal(10_000).await.unwrap();
+    assert_eq!(progress.sealed, total as u64);
+    assert_eq!(
+        seal_rows(store).await,
+        format!(
+            "1-{},{}-{},{}-{total}",
+            EVENTS_PER_SEAL,
+            EVENTS_PER_SEAL + 1,
+            EVENTS_PER_SEAL * 2,
+            EVENTS_PER_SEAL * 2 + 1
+        )
+    );
+    let report = log.verify().await;
+    assert!(report.is_intact(), "{report}");
+    assert_eq!(report.sealed, total as u64);
+
+    let victim = &events[EVENTS_PER_SEAL + 499];
+    let sql = format!(
+        "UPDATE events SET event_type = 'Forged' WHERE global_position = {}",
+        victim.position.global_position
+    );
+    log.tamper(&sql, &sql).await;
+    let report = log.verify().await;
+    assert!(
+        matches!(report.first_problem, Some(ChainProblem::Altered { sequence, event_id, .. })
+            if sequence == (EVENTS_PER_SEAL + 500) as u64 && event_id == victim.event_id),
+        "{report}"
+    );
+    assert_eq!(report.sealed, (EVENTS_PER_SEAL + 499) as u64);
 }
