@@ -123,5 +123,24 @@ async fn one_trace_from_the_grpc_request_to_the_job_stream() {
         causes.iter().any(|path| path.ends_with("/ReportJobResult")),
         "the retries follow the failure reports: {causes:?}"
     );
+    // The installing service's consumers copy other services' events in batches: their batch span
+    // links to each event's trace, the approval's among them.
+    let approval_traces: Vec<TraceId> = spans
+        .iter()
+        .filter(|s| s.name == "grpc.request")
+        .filter(|s| {
+            s.attributes.iter().any(|kv| {
+                kv.key.as_str() == "path" && kv.value.to_string().ends_with("/SetApproval")
+            })
+        })
+        .map(|s| s.span_context.trace_id())
+        .collect();
+    assert!(
+        spans.iter().any(|s| s.name == "consume.batch"
+            && s.links
+                .iter()
+                .any(|link| approval_traces.contains(&link.span_context.trace_id()))),
+        "no consumer batch span links to the approval's trace"
+    );
     drop(databases);
 }

@@ -57,6 +57,9 @@ pub trait EventHandler: Send + Sync + 'static {
     }
 }
 
+/// Most trace links one batch span carries.
+const MAX_BATCH_LINKS: usize = 128;
+
 /// What one fetch-and-handle pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RunStats {
@@ -193,6 +196,15 @@ impl<H: EventHandler> ConsumerRunner<H> {
                     consumer = %self.config.name,
                     events = new.len(),
                 );
+                // One span handles many events, each from its own trace: it links to them rather
+                // than picking one parent (OpenTelemetry's batch-consumer convention).
+                for event in new.iter().take(MAX_BATCH_LINKS) {
+                    TraceContext {
+                        traceparent: event.event.metadata.traceparent.clone(),
+                        tracestate: event.event.metadata.tracestate.clone(),
+                    }
+                    .add_as_link_to(&span);
+                }
                 if self
                     .handler
                     .handle_batch(&mut tx, &new)
