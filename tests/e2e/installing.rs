@@ -103,7 +103,7 @@ async fn jobs(
 }
 
 /// Receives the next job the server streams to a device.
-async fn next_job(stream: &mut tonic::Streaming<pb::JobAssignment>) -> pb::Job {
+pub async fn next_job(stream: &mut tonic::Streaming<pb::JobAssignment>) -> pb::Job {
     tokio::time::timeout(Duration::from_secs(20), stream.message())
         .await
         .expect("a job within 20 s")
@@ -137,7 +137,8 @@ async fn report(
 }
 
 /// The whole loop over the APIs at `urls`.
-pub async fn install_scenario(urls: &Urls) {
+/// Runs the whole install loop; returns web-1 (which still requires git, not approved yet).
+pub async fn install_scenario(urls: &Urls) -> Device {
     let mut catalog = CatalogServiceClient::connect(urls.catalog.clone())
         .await
         .unwrap();
@@ -377,6 +378,7 @@ pub async fn install_scenario(urls: &Urls) {
             .iter()
             .all(|j| j.job.as_ref().unwrap().kind == pb::JobKind::Install as i32)
     );
+    web1
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,14 @@ use patchbay_telemetry::testing::TestTelemetry;
 use patchbay_testkit::{TestPostgres, TestSqlite, nats_url};
 use tokio_util::sync::CancellationToken;
 
-use crate::installing::{Urls, install_scenario};
+use patchbay_proto::approvals::v1 as approvals;
+use patchbay_proto::approvals::v1::approvals_service_client::ApprovalsServiceClient;
+use patchbay_proto::installing::v1 as jobs;
+use patchbay_proto::installing::v1::job_agent_service_client::JobAgentServiceClient;
+use patchbay_proto::scanning::v1 as scanning;
+use patchbay_proto::scanning::v1::scanning_service_client::ScanningServiceClient;
+
+use crate::installing::{Urls, install_scenario, next_job};
 
 // A current-thread runtime: the test subscriber is thread-local, so every task of every hosted
 // service runs where it records. It needs a process of its own: tracing caches each callsite's
@@ -54,13 +61,55 @@ async fn one_trace_from_the_grpc_request_to_the_job_stream() {
         hosts.push(tokio::spawn(host.run_until_stopped(shutdown.child_token())));
         databases.push(database);
     }
-    install_scenario(&Urls {
+    let web1 = install_scenario(&Urls {
         catalog: urls[0].clone(),
         approvals: urls[1].clone(),
         scanning: urls[2].clone(),
         installing: urls[3].clone(),
     })
     .await;
+    // A job dispatched on one connection and sent again on the next, as after an agent restart.
+    let mut scans = ScanningServiceClient::connect(urls[2].clone())
+        .await
+        .unwrap();
+    let git = scans
+        .get_required(scanning::GetRequiredRequest {
+            device_ids: vec![web1.device_id.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .devices[0]
+        .required
+        .iter()
+        .find(|r| r.update_id.starts_with("deb:git:"))
+        .expect("web-1 still requires git")
+        .update_id
+        .clone();
+    ApprovalsServiceClient::connect(urls[1].clone())
+        .await
+        .unwrap()
+        .set_approval(approvals::SetApprovalRequest {
+            status: approvals::ApprovalStatus::Approved as i32,
+            update_ids: vec![git.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut agent = JobAgentServiceClient::connect(urls[3].clone())
+        .await
+        .unwrap();
+    let connect = || jobs::StreamJobsRequest {
+        device_id: web1.device_id.clone(),
+        credential: web1.credential.clone(),
+    };
+    let mut first = agent.stream_jobs(connect()).await.unwrap().into_inner();
+    let dispatched = next_job(&mut first).await;
+    assert_eq!(dispatched.update_id, git);
+    drop(first);
+    let mut second = agent.stream_jobs(connect()).await.unwrap().into_inner();
+    assert_eq!(next_job(&mut second).await.job_id, dispatched.job_id);
+    drop(second);
     shutdown.cancel();
     for host in hosts {
         host.await.unwrap().unwrap();
@@ -122,6 +171,28 @@ async fn one_trace_from_the_grpc_request_to_the_job_stream() {
     assert!(
         causes.iter().any(|path| path.ends_with("/ReportJobResult")),
         "the retries follow the failure reports: {causes:?}"
+    );
+    // The re-sent job links to the trace of the approval that queued it instead of joining it.
+    let resend = spans
+        .iter()
+        .find(|s| s.name == "job.resend")
+        .expect("a job.resend span");
+    assert_eq!(resend.parent_span_id, SpanId::INVALID, "{resend:?}");
+    let first_dispatch = spans
+        .iter()
+        .filter(|s| s.name == "job.dispatch")
+        .find(|s| {
+            s.attributes
+                .iter()
+                .any(|kv| kv.key.as_str() == "job_id" && kv.value.to_string() == dispatched.job_id)
+        })
+        .expect("the first dispatch of the re-sent job");
+    assert!(
+        resend
+            .links
+            .iter()
+            .any(|link| link.span_context.trace_id() == first_dispatch.span_context.trace_id()),
+        "the resend links to the job's trace: {resend:?}"
     );
     // The installing service's consumers copy other services' events in batches: their batch span
     // links to each event's trace, the approval's among them.

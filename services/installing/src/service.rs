@@ -304,7 +304,17 @@ impl Installing {
         open.values()
             .filter_map(|job_id| view.jobs.get(job_id))
             .filter(|entry| entry.status == crate::domain::JobStatus::Dispatched)
-            .map(|entry| assignment(&view, &entry.job))
+            .map(|entry| {
+                // Sent again on a new connection: a span of its own that links to the job's trace
+                // rather than joining it, as replayed work does.
+                let span = tracing::info_span!("job.resend", job_id = %entry.job.job_id, device_id);
+                TraceContext {
+                    traceparent: entry.traceparent.clone(),
+                    tracestate: entry.tracestate.clone(),
+                }
+                .add_as_link_to(&span);
+                span.in_scope(|| assignment(&view, &entry.job))
+            })
             .collect()
     }
 
