@@ -149,6 +149,9 @@ impl AuditService for AuditApi {
             StateError::EmptyLogs | StateError::BeforeFirstEvent { .. } => {
                 Status::failed_precondition(error.to_string())
             }
+            StateError::UnknownUpdate { .. } | StateError::UnknownDevice { .. } => {
+                Status::not_found(error.to_string())
+            }
             StateError::Time(_) | StateError::Future { .. } => {
                 Status::invalid_argument(error.to_string())
             }

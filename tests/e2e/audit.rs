@@ -215,6 +215,46 @@ async fn events_are_listed_decoded_filtered_and_followed() {
         .into_inner();
     assert_eq!(now.approvals[0].status, "declined");
     assert_eq!(now.approvals[0].reason, "changed our mind");
+    // An unknown update or device is named as such.
+    let unknown = audit
+        .state_at(pb::StateAtRequest {
+            at: chrono::Utc::now().to_rfc3339(),
+            update_id: "deb:nosuch:1:amd64".into(),
+            device_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert!(
+        unknown.message().contains("deb:nosuch:1:amd64"),
+        "{unknown:?}"
+    );
+    let unknown = audit
+        .state_at(pb::StateAtRequest {
+            at: chrono::Utc::now().to_rfc3339(),
+            update_id: String::new(),
+            device_id: "no-such-device".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    // A known update nobody decided on yet is Undefined, not missing.
+    let undecided = published
+        .iter()
+        .map(|e| serde_json::from_str::<serde_json::Value>(&e.payload_json).unwrap())
+        .map(|p| p["updateId"].as_str().unwrap().to_owned())
+        .find(|id| *id != update_id)
+        .unwrap();
+    let state = audit
+        .state_at(pb::StateAtRequest {
+            at: chrono::Utc::now().to_rfc3339(),
+            update_id: undecided,
+            device_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(state.approvals[0].status, "undefined");
     for (at, code) in [
         ("2999-01-01T00:00:00Z", Code::InvalidArgument),
         ("2000-01-01T00:00:00Z", Code::FailedPrecondition),

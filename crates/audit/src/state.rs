@@ -28,6 +28,14 @@ pub enum StateError {
     BeforeFirstEvent { at: String, first: String },
     #[error("the logs hold no event yet; there is no history to ask about")]
     EmptyLogs,
+    #[error(
+        "no update {update_id} was known at {at}; check the id (`patchbay updates list`) or ask about a later time"
+    )]
+    UnknownUpdate { update_id: String, at: String },
+    #[error(
+        "no device {device_id} was registered at {at}; check the id (`patchbay devices list`) or ask about a later time"
+    )]
+    UnknownDevice { device_id: String, at: String },
     #[error("the {service} event log cannot be read: {source}")]
     Store {
         service: &'static str,
@@ -118,6 +126,7 @@ pub async fn state_at(
         }
     };
     let mut installing_view = None;
+    let mut unknown = None;
     for (service, store) in stores {
         match *service {
             "approvals" => {
@@ -125,6 +134,15 @@ pub async fn state_at(
                     replay_until::<ApprovalsView>(service, store, at).await?;
                 note_first(first);
                 response.replayed.push(format!("{service}={applied}"));
+                if let Some(update_id) = &query.update_id
+                    && !view.updates.contains_key(update_id)
+                    && !view.approvals.contains_key(update_id)
+                {
+                    unknown = Some(StateError::UnknownUpdate {
+                        update_id: update_id.clone(),
+                        at: at.to_rfc3339(),
+                    });
+                }
                 approvals_at(&view, query, &mut response);
             }
             "scanning" => {
@@ -132,6 +150,14 @@ pub async fn state_at(
                     replay_until::<ScanningView>(service, store, at).await?;
                 note_first(first);
                 response.replayed.push(format!("{service}={applied}"));
+                if let Some(device_id) = &query.device_id
+                    && !view.devices.contains_key(device_id)
+                {
+                    unknown = Some(StateError::UnknownDevice {
+                        device_id: device_id.clone(),
+                        at: at.to_rfc3339(),
+                    });
+                }
                 devices_at(&view, query, &mut response);
             }
             "installing" => {
@@ -153,7 +179,10 @@ pub async fn state_at(
             at: at.to_rfc3339(),
             first: first.to_rfc3339(),
         }),
-        Some(_) => Ok(response),
+        Some(_) => match unknown {
+            Some(error) => Err(error),
+            None => Ok(response),
+        },
     }
 }
 
@@ -181,6 +210,17 @@ fn approvals_at(view: &ApprovalsView, query: &StateQuery, response: &mut pb::Sta
             }
         })
         .collect();
+    if let Some(update_id) = &query.update_id
+        && approvals.is_empty()
+        && let Some(known) = view.updates.get(update_id)
+    {
+        approvals.push(pb::ApprovalAt {
+            update_id: update_id.clone(),
+            status: "undefined".to_owned(),
+            revision: known.revision,
+            ..Default::default()
+        });
+    }
     approvals.sort_by(|a, b| a.update_id.cmp(&b.update_id));
     response.approvals = approvals;
     if query.update_id.is_none() {
