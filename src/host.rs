@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use patchbay_approvals::Approvals;
 use patchbay_approvals::observer::{self as approvals_observer, CatalogObserver};
-use patchbay_bus::{Bus, ConsumerConfig, ConsumerRunner, Relay};
+use patchbay_bus::{Bus, ConsumerConfig, ConsumerRunner, EventHandler, Relay};
 use patchbay_catalog::Catalog;
 use patchbay_catalog::approvals::{self as catalog_approvals, ApprovalRecorder};
 use patchbay_catalog::installs::{self as catalog_installs, InstallResultRecorder};
@@ -123,162 +123,124 @@ impl Host {
 
     /// Serves until `shutdown` is cancelled, then stops every background task and drains requests.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let mut tasks: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
+        let mut tasks = Tasks {
+            handles: Vec::new(),
+            shutdown: &shutdown,
+            bus: &self.bus,
+        };
         for (service, store) in &self.stores {
             let relay = Relay::new(service, store.clone(), self.bus.clone())?;
-            let token = shutdown.child_token();
-            tasks.push(tokio::spawn(async move { Ok(relay.run(token).await?) }));
+            tasks.spawn(|token| async move { Ok(relay.run(token).await?) });
             // The hash chain that `patchbay audit verify` checks.
             let sealer = Sealer::new(store.clone());
-            let token = shutdown.child_token();
-            tasks.push(tokio::spawn(async move { Ok(sealer.run(token).await?) }));
+            tasks.spawn(|token| async move { Ok(sealer.run(token).await?) });
         }
         if let Some(catalog) = &self.catalog {
-            let (view, token) = (catalog.clone(), shutdown.child_token());
-            tasks.push(tokio::spawn(async move { Ok(view.follow(token).await?) }));
-            let runner = ConsumerRunner::new(
-                ConsumerConfig {
-                    filter_subject: Some(self.bus.subjects().event("scanning", stats::EVENT_TYPE)),
-                    ..ConsumerConfig::new(stats::CONSUMER, "scanning")
-                },
-                catalog.store().clone(),
-                self.bus.clone(),
+            let view = catalog.clone();
+            tasks.spawn(|token| async move { Ok(view.follow(token).await?) });
+            let store = catalog.store();
+            tasks.consume(
+                stats::CONSUMER,
+                "scanning",
+                Some(stats::EVENT_TYPE),
+                store,
                 DeviceRequirementsRecorder,
             );
-            let token = shutdown.child_token();
-            tasks.push(tokio::spawn(async move { Ok(runner.run(token).await?) }));
             // Several event types each, so no subject filter: the handlers skip the others.
-            let runner = ConsumerRunner::new(
-                ConsumerConfig::new(catalog_approvals::CONSUMER, catalog_approvals::SERVICE),
-                catalog.store().clone(),
-                self.bus.clone(),
+            tasks.consume(
+                catalog_approvals::CONSUMER,
+                catalog_approvals::SERVICE,
+                None,
+                store,
                 ApprovalRecorder,
             );
-            let token = shutdown.child_token();
-            tasks.push(tokio::spawn(async move { Ok(runner.run(token).await?) }));
-            let runner = ConsumerRunner::new(
-                ConsumerConfig {
-                    filter_subject: Some(
-                        self.bus
-                            .subjects()
-                            .event(catalog_wsus::SERVICE, catalog_wsus::EVENT_TYPE),
-                    ),
-                    ..ConsumerConfig::new(catalog_wsus::CONSUMER, catalog_wsus::SERVICE)
-                },
-                catalog.store().clone(),
-                self.bus.clone(),
+            tasks.consume(
+                catalog_wsus::CONSUMER,
+                catalog_wsus::SERVICE,
+                Some(catalog_wsus::EVENT_TYPE),
+                store,
                 WsusRecorder::new(catalog.clone()),
             );
-            let token = shutdown.child_token();
-            tasks.push(tokio::spawn(async move { Ok(runner.run(token).await?) }));
-            let runner = ConsumerRunner::new(
-                ConsumerConfig::new(catalog_installs::CONSUMER, catalog_installs::SERVICE),
-                catalog.store().clone(),
-                self.bus.clone(),
+            tasks.consume(
+                catalog_installs::CONSUMER,
+                catalog_installs::SERVICE,
+                None,
+                store,
                 InstallResultRecorder,
             );
-            let token = shutdown.child_token();
-            tasks.push(tokio::spawn(async move { Ok(runner.run(token).await?) }));
         }
         if let Some(approvals) = &self.approvals {
-            let (view, token) = (approvals.clone(), shutdown.child_token());
-            tasks.push(tokio::spawn(async move { Ok(view.follow(token).await?) }));
-            let runner = ConsumerRunner::new(
-                ConsumerConfig::new(approvals_observer::CONSUMER, "catalog"),
-                approvals.store().clone(),
-                self.bus.clone(),
+            let view = approvals.clone();
+            tasks.spawn(|token| async move { Ok(view.follow(token).await?) });
+            tasks.consume(
+                approvals_observer::CONSUMER,
+                "catalog",
+                None,
+                approvals.store(),
                 CatalogObserver::new(approvals.clone()),
             );
-            let token = shutdown.child_token();
-            tasks.push(tokio::spawn(async move { Ok(runner.run(token).await?) }));
         }
         if let Some(scanning) = &self.scanning {
-            let (view, token) = (scanning.clone(), shutdown.child_token());
-            tasks.push(tokio::spawn(async move { Ok(view.follow(token).await?) }));
-            let runner = ConsumerRunner::new(
-                ConsumerConfig::new(indexer::CONSUMER, "catalog"),
-                scanning.store().clone(),
-                self.bus.clone(),
+            let view = scanning.clone();
+            tasks.spawn(|token| async move { Ok(view.follow(token).await?) });
+            tasks.consume(
+                indexer::CONSUMER,
+                "catalog",
+                None,
+                scanning.store(),
                 CatalogIndexer,
             );
-            let token = shutdown.child_token();
-            tasks.push(tokio::spawn(async move { Ok(runner.run(token).await?) }));
-            let runner = ConsumerRunner::new(
-                ConsumerConfig {
-                    filter_subject: Some(
-                        self.bus
-                            .subjects()
-                            .event("installing", install_guard::EVENT_TYPE),
-                    ),
-                    ..ConsumerConfig::new(install_guard::CONSUMER, "installing")
-                },
-                scanning.store().clone(),
-                self.bus.clone(),
+            tasks.consume(
+                install_guard::CONSUMER,
+                "installing",
+                Some(install_guard::EVENT_TYPE),
+                scanning.store(),
                 InstallGuard::new(scanning.clone()),
             );
-            let token = shutdown.child_token();
-            tasks.push(tokio::spawn(async move { Ok(runner.run(token).await?) }));
             scanning.ensure_default_task().await?;
-            tasks.push(tokio::spawn(run_schedule(
-                scanning.clone(),
-                shutdown.child_token(),
-            )));
+            let scheduled = scanning.clone();
+            tasks.spawn(|token| on_schedule(token, move || scan_when_due(scheduled.clone())));
         }
         if let Some(installing) = &self.installing {
-            let (view, token) = (installing.clone(), shutdown.child_token());
-            tasks.push(tokio::spawn(async move { Ok(view.follow(token).await?) }));
+            let view = installing.clone();
+            tasks.spawn(|token| async move { Ok(view.follow(token).await?) });
             for observer in INSTALLING_OBSERVERS {
-                let runner = ConsumerRunner::new(
-                    ConsumerConfig::new(observer.consumer, observer.service),
-                    installing.store().clone(),
-                    self.bus.clone(),
+                tasks.consume(
+                    observer.consumer,
+                    observer.service,
+                    None,
+                    installing.store(),
                     observer,
                 );
-                let token = shutdown.child_token();
-                tasks.push(tokio::spawn(async move { Ok(runner.run(token).await?) }));
             }
-            let (planner, token) = (installing.clone(), shutdown.child_token());
-            tasks.push(tokio::spawn(async move {
+            let planner = installing.clone();
+            tasks.spawn(|token| async move {
                 Ok(patchbay_installing::planner::run_planner(planner, token).await?)
-            }));
-            tasks.push(tokio::spawn(run_install_schedule(
-                installing.clone(),
-                shutdown.child_token(),
-            )));
+            });
+            let scheduled = installing.clone();
+            tasks.spawn(|token| on_schedule(token, move || install_when_due(scheduled.clone())));
         }
         if let Some(wsus) = &self.wsus {
-            let (view, token) = (wsus.clone(), shutdown.child_token());
-            tasks.push(tokio::spawn(async move { Ok(view.follow(token).await?) }));
-            tasks.push(tokio::spawn(run_wsus_schedule(
-                wsus.clone(),
-                shutdown.child_token(),
-            )));
+            let view = wsus.clone();
+            tasks.spawn(|token| async move { Ok(view.follow(token).await?) });
+            let scheduled = wsus.clone();
+            tasks.spawn(|token| on_schedule(token, move || sync_when_due(scheduled.clone())));
             // Payloads of approved updates, when the settings ask for content.
-            let runner = ConsumerRunner::new(
-                ConsumerConfig {
-                    filter_subject: Some(
-                        self.bus
-                            .subjects()
-                            .event(wsus_content::SERVICE, wsus_content::EVENT_TYPE),
-                    ),
-                    ..ConsumerConfig::new(wsus_content::CONSUMER, wsus_content::SERVICE)
-                },
-                wsus.store().clone(),
-                self.bus.clone(),
+            tasks.consume(
+                wsus_content::CONSUMER,
+                wsus_content::SERVICE,
+                Some(wsus_content::EVENT_TYPE),
+                wsus.store(),
                 ContentRequester::new(wsus.clone()),
             );
-            let token = shutdown.child_token();
-            tasks.push(tokio::spawn(async move { Ok(runner.run(token).await?) }));
             let downloader = Downloader::new(
                 wsus.clone(),
                 self.content_dir.clone(),
                 std::time::Duration::from_secs(120),
             )?;
-            let token = shutdown.child_token();
-            tasks.push(tokio::spawn(
-                async move { Ok(downloader.run(token).await?) },
-            ));
+            tasks.spawn(|token| async move { Ok(downloader.run(token).await?) });
         }
+        let handles = tasks.handles;
         let hosted = grpc::Hosted {
             stores: self.stores,
             catalog: self.catalog,
@@ -290,35 +252,59 @@ impl Host {
         };
         let served = grpc::serve(self.listener, hosted, shutdown.clone()).await;
         shutdown.cancel();
-        for task in tasks {
+        for task in handles {
             task.await??;
         }
         served
     }
 }
 
-/// How often the scheduler looks for scan tasks that are due.
+/// The background work of a host: each task gets a child of the shutdown token.
+struct Tasks<'a> {
+    handles: Vec<JoinHandle<anyhow::Result<()>>>,
+    shutdown: &'a CancellationToken,
+    bus: &'a Bus,
+}
+
+impl Tasks<'_> {
+    fn spawn<F>(&mut self, work: impl FnOnce(CancellationToken) -> F)
+    where
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        self.handles
+            .push(tokio::spawn(work(self.shutdown.child_token())));
+    }
+
+    /// Runs durable consumer `consumer` of `service`'s events into `store`; with `event_type`,
+    /// the bus delivers only that type.
+    fn consume<H: EventHandler>(
+        &mut self,
+        consumer: &str,
+        service: &str,
+        event_type: Option<&str>,
+        store: &EventStore,
+        handler: H,
+    ) {
+        let config = ConsumerConfig {
+            filter_subject: event_type.map(|t| self.bus.subjects().event(service, t)),
+            ..ConsumerConfig::new(consumer, service)
+        };
+        let runner = ConsumerRunner::new(config, store.clone(), self.bus.clone(), handler);
+        self.spawn(|token| async move { Ok(runner.run(token).await?) });
+    }
+}
+
+/// How often the schedulers look for work that is due.
 const SCHEDULE_TICK: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Runs scheduled scan tasks when they are due (the default task: weekly, first at start).
-async fn run_schedule(scanning: Scanning, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Runs `step` at start and then every [`SCHEDULE_TICK`] until `shutdown`.
+async fn on_schedule<F, Fut>(shutdown: CancellationToken, mut step: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ()>,
+{
     loop {
-        // A root span, so the events of a scheduled scan (and the jobs they cause) carry a trace.
-        let span = tracing::info_span!("schedule.scan");
-        match scanning
-            .run_due_tasks(chrono::Utc::now())
-            .instrument(span)
-            .await
-        {
-            Ok(runs) => {
-                for run in runs {
-                    tracing::info!(task = %run.task_id, run = run.run, devices = run.devices_scanned, "scheduled scan completed");
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "scheduled scans failed; retrying at the next tick")
-            }
-        }
+        step().await;
         tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             () = tokio::time::sleep(SCHEDULE_TICK) => {}
@@ -326,48 +312,54 @@ async fn run_schedule(scanning: Scanning, shutdown: CancellationToken) -> anyhow
     }
 }
 
-/// Runs install tasks with a daily or weekly schedule when they are due.
-async fn run_install_schedule(
-    installing: Installing,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    loop {
-        let span = tracing::info_span!("schedule.install");
-        match installing
-            .run_due_tasks(chrono::Utc::now())
-            .instrument(span)
-            .await
-        {
-            Ok(runs) => {
-                for (task_id, run) in runs {
-                    tracing::info!(%task_id, run, "scheduled install run started");
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "scheduled installs failed; retrying at the next tick")
+// Each scheduled step runs in a root span, so the events it appends (and the jobs they cause)
+// carry a trace.
+
+/// Runs scheduled scan tasks that are due (the default task: weekly, first at start).
+async fn scan_when_due(scanning: Scanning) {
+    let due = scanning
+        .run_due_tasks(chrono::Utc::now())
+        .instrument(tracing::info_span!("schedule.scan"))
+        .await;
+    match due {
+        Ok(runs) => {
+            for run in runs {
+                tracing::info!(task = %run.task_id, run = run.run, devices = run.devices_scanned, "scheduled scan completed");
             }
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            () = tokio::time::sleep(SCHEDULE_TICK) => {}
+        Err(error) => tracing::warn!(%error, "scheduled scans failed; retrying at the next tick"),
+    }
+}
+
+/// Starts install tasks with a daily or weekly schedule that are due.
+async fn install_when_due(installing: Installing) {
+    let due = installing
+        .run_due_tasks(chrono::Utc::now())
+        .instrument(tracing::info_span!("schedule.install"))
+        .await;
+    match due {
+        Ok(runs) => {
+            for (task_id, run) in runs {
+                tracing::info!(%task_id, run, "scheduled install run started");
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "scheduled installs failed; retrying at the next tick")
         }
     }
 }
 
-/// Starts WSUS sync runs when the schedule says (daily by default, first at start once configured).
-async fn run_wsus_schedule(wsus: WsusSync, shutdown: CancellationToken) -> anyhow::Result<()> {
-    loop {
-        let span = tracing::info_span!("schedule.wsus");
-        match wsus.run_due(chrono::Utc::now()).instrument(span).await {
-            Ok(Some((run_id, _running))) => tracing::info!(%run_id, "scheduled WSUS sync started"),
-            Ok(None) => {}
-            Err(error) => {
-                tracing::warn!(%error, "cannot start a scheduled WSUS sync; retrying at the next tick")
-            }
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            () = tokio::time::sleep(SCHEDULE_TICK) => {}
+/// Starts a WSUS sync run when the schedule says (daily by default, first at start once configured).
+async fn sync_when_due(wsus: WsusSync) {
+    let due = wsus
+        .run_due(chrono::Utc::now())
+        .instrument(tracing::info_span!("schedule.wsus"))
+        .await;
+    match due {
+        Ok(Some((run_id, _running))) => tracing::info!(%run_id, "scheduled WSUS sync started"),
+        Ok(None) => {}
+        Err(error) => {
+            tracing::warn!(%error, "cannot start a scheduled WSUS sync; retrying at the next tick")
         }
     }
 }

@@ -13,7 +13,8 @@ use crate::event::{
     StreamAppend,
 };
 use crate::seal::{
-    ChainHead, EventContent, SealHeadState, StoredSeal, UnsealedEvent, digest_from_row,
+    ChainHead, EventContent, SEAL_COLUMNS, SealHeadState, StoredSeal, UnsealedEvent, decode_seal,
+    decode_seal_head,
 };
 use crate::store::{StoredId, resolve_unappended, to_u64};
 
@@ -756,27 +757,8 @@ pub(crate) async fn load_seal_head(
     )
     .fetch_one(conn)
     .await?;
-    let sequence: Option<i64> = row.try_get(0)?;
-    let head = match sequence {
-        None => None,
-        Some(sequence) => Some(ChainHead {
-            sequence: to_u64(sequence, 0)?,
-            position: LogPosition {
-                commit_id: to_u64(row.try_get(1)?, 0)?,
-                global_position: to_u64(row.try_get(2)?, 0)?,
-            },
-            digest: digest_from_row(row.try_get(3)?, "the seal head")?,
-        }),
-    };
-    Ok(SealHeadState {
-        head,
-        max_sequence: to_u64(row.try_get(4)?, 0)?,
-    })
+    decode_seal_head(&row)
 }
-
-/// Columns of a seal row, in the order `decode_seal` expects.
-const SEAL_COLUMNS: &str = "first_sequence, last_sequence, first_commit_id, first_global_position, \
-     last_commit_id, last_global_position, event_count, chain_digest, records";
 
 /// Seal rows ending after sequence `after` and at most at `up_to`, in chain order.
 pub(crate) async fn load_seals(
@@ -884,26 +866,4 @@ pub(crate) async fn store_seals(
     .execute(conn)
     .await?;
     Ok(result.rows_affected() == seals.len() as u64)
-}
-
-fn decode_seal(row: &PgRow) -> Result<StoredSeal, EventStoreError> {
-    let last_sequence = to_u64(row.try_get(1)?, 0)?;
-    Ok(StoredSeal {
-        first_sequence: to_u64(row.try_get(0)?, 0)?,
-        last_sequence,
-        first_position: LogPosition {
-            commit_id: to_u64(row.try_get(2)?, 0)?,
-            global_position: to_u64(row.try_get(3)?, 0)?,
-        },
-        last_position: LogPosition {
-            commit_id: to_u64(row.try_get(4)?, 0)?,
-            global_position: to_u64(row.try_get(5)?, 0)?,
-        },
-        event_count: to_u64(row.try_get(6)?, 0)?,
-        chain_digest: digest_from_row(
-            row.try_get(7)?,
-            &format!("the seal ending at #{last_sequence}"),
-        )?,
-        records: row.try_get(8)?,
-    })
 }

@@ -101,7 +101,7 @@ use uuid::Uuid;
 
 use crate::error::EventStoreError;
 use crate::event::{EventMetadata, LogPosition, NewEvent, RecordedEvent};
-use crate::store::{Backend, EventStore};
+use crate::store::{Backend, EventStore, to_u64};
 use crate::{postgres, sqlite};
 
 /// The digest before the first event.
@@ -381,6 +381,67 @@ pub(crate) struct StoredSeal {
 pub(crate) struct SealHeadState {
     pub head: Option<ChainHead>,
     pub max_sequence: u64,
+}
+
+/// Columns of a seal row, in the order [`decode_seal`] expects (the same on both backends).
+pub(crate) const SEAL_COLUMNS: &str = "first_sequence, last_sequence, first_commit_id, first_global_position, \
+     last_commit_id, last_global_position, event_count, chain_digest, records";
+
+/// Decodes a row of [`SEAL_COLUMNS`], whichever backend read it.
+pub(crate) fn decode_seal<R>(row: &R) -> Result<StoredSeal, EventStoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Vec<u8>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let last_sequence = to_u64(row.try_get(1)?, 0)?;
+    Ok(StoredSeal {
+        first_sequence: to_u64(row.try_get(0)?, 0)?,
+        last_sequence,
+        first_position: LogPosition {
+            commit_id: to_u64(row.try_get(2)?, 0)?,
+            global_position: to_u64(row.try_get(3)?, 0)?,
+        },
+        last_position: LogPosition {
+            commit_id: to_u64(row.try_get(4)?, 0)?,
+            global_position: to_u64(row.try_get(5)?, 0)?,
+        },
+        event_count: to_u64(row.try_get(6)?, 0)?,
+        chain_digest: digest_from_row(
+            row.try_get(7)?,
+            &format!("the seal ending at #{last_sequence}"),
+        )?,
+        records: row.try_get(8)?,
+    })
+}
+
+/// Decodes the row of the seal-head query: head sequence, commit id, global position and digest
+/// (all NULL when the head row is missing), then the highest seal sequence stored.
+pub(crate) fn decode_seal_head<R>(row: &R) -> Result<SealHeadState, EventStoreError>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<i64>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Vec<u8>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let sequence: Option<i64> = row.try_get(0)?;
+    let head = match sequence {
+        None => None,
+        Some(sequence) => Some(ChainHead {
+            sequence: to_u64(sequence, 0)?,
+            position: LogPosition {
+                commit_id: to_u64(row.try_get(1)?, 0)?,
+                global_position: to_u64(row.try_get(2)?, 0)?,
+            },
+            digest: digest_from_row(row.try_get(3)?, "the seal head")?,
+        }),
+    };
+    Ok(SealHeadState {
+        head,
+        max_sequence: to_u64(row.try_get(4)?, 0)?,
+    })
 }
 
 /// Turns a stored digest into 32 bytes, or says which row holds a digest of the wrong length.

@@ -31,6 +31,19 @@ pub enum TransportError {
     Setup(String),
 }
 
+/// An HTTP client over rustls; `configure` sets the request timeouts (a whole SOAP exchange, or
+/// the gap between reads of a large download). Connecting takes at most 30 s.
+pub(crate) fn http_client(
+    timeout: Duration,
+    configure: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
+) -> Result<reqwest::Client, reqwest::Error> {
+    // reqwest is built without a default TLS crypto provider; ring is the one async-nats already
+    // uses. Installing fails harmlessly if another part of the process did it first.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    configure(reqwest::Client::builder().connect_timeout(timeout.min(Duration::from_secs(30))))
+        .build()
+}
+
 /// Posts SOAP requests to one upstream server.
 #[derive(Debug, Clone)]
 pub struct UpstreamClient {
@@ -47,13 +60,7 @@ impl UpstreamClient {
         timeout: Duration,
         max_response_bytes: usize,
     ) -> Result<Self, TransportError> {
-        // reqwest is built without a default TLS crypto provider; ring is the one async-nats
-        // already uses. Installing fails harmlessly if another part of the process did it first.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .connect_timeout(timeout.min(Duration::from_secs(30)))
-            .timeout(timeout)
-            .build()
+        let http = http_client(timeout, |builder| builder.timeout(timeout))
             .map_err(|e| TransportError::Setup(e.to_string()))?;
         Ok(Self {
             http,

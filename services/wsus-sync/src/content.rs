@@ -15,6 +15,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt as _;
 use tokio_util::sync::CancellationToken;
 
+use crate::client::http_client;
 use crate::events::{SCHEMA_VERSION, WsusEvent, content_request_stream, content_stream};
 use crate::service::{WsusSync, WsusSyncError};
 
@@ -128,15 +129,12 @@ pub struct Downloader {
 
 impl Downloader {
     pub fn new(wsus: WsusSync, dir: PathBuf, timeout: Duration) -> Result<Self, ContentError> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .connect_timeout(timeout.min(Duration::from_secs(30)))
-            .read_timeout(timeout)
-            .build()
-            .map_err(|e| ContentError::Http {
+        let http = http_client(timeout, |builder| builder.read_timeout(timeout)).map_err(|e| {
+            ContentError::Http {
                 url: String::new(),
                 reason: e.to_string(),
-            })?;
+            }
+        })?;
         Ok(Self { wsus, dir, http })
     }
 
@@ -288,13 +286,6 @@ impl Downloader {
             .map_err(|source| io_error(&part, source))?;
         drop(out);
         finish(&part, &done, file).await
-    }
-}
-
-impl WsusSync {
-    /// Wakes when the view moves on (a new download request, for instance).
-    pub fn changes(&self) -> tokio::sync::watch::Receiver<patchbay_eventstore::LogPosition> {
-        self.live_view().changes()
     }
 }
 

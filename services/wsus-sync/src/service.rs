@@ -92,8 +92,9 @@ impl WsusSync {
         })
     }
 
-    pub(crate) fn live_view(&self) -> &LiveView<WsusView> {
-        &self.view
+    /// Wakes when the view moves on (a new download request, for instance).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<patchbay_eventstore::LogPosition> {
+        self.view.changes()
     }
 
     pub fn store(&self) -> &EventStore {
