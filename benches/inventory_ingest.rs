@@ -79,6 +79,7 @@ async fn run_embedded() {
     let server = EmbeddedServer::build(&EmbeddedConfig {
         data_dir: data.path().to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
+        operations: Default::default(),
     })
     .await
     .unwrap();

@@ -8,7 +8,7 @@ use patchbay_bus::{Bus, Subjects};
 use patchbay_eventstore::EventStore;
 use tokio_util::sync::CancellationToken;
 
-use crate::host::Host;
+use crate::host::{Host, Operations};
 
 /// The services that can run on their own today.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -42,6 +42,7 @@ pub struct DistributedConfig {
     pub listen: SocketAddr,
     /// Where the WSUS sync service keeps downloaded payloads.
     pub content_dir: std::path::PathBuf,
+    pub operations: Operations,
 }
 
 #[derive(Debug)]
@@ -66,7 +67,8 @@ impl DistributedServer {
             "distributed",
             config.content_dir.clone(),
         )
-        .await?;
+        .await?
+        .with_operations(config.operations.clone());
         Ok(Self { host })
     }
 

@@ -9,7 +9,7 @@ use patchbay_bus::{Bus, Subjects};
 use patchbay_eventstore::EventStore;
 use tokio_util::sync::CancellationToken;
 
-use crate::host::Host;
+use crate::host::{Host, Operations};
 use crate::services::SERVICES;
 
 /// Where the embedded server keeps its files and listens.
@@ -18,6 +18,7 @@ pub struct EmbeddedConfig {
     pub data_dir: PathBuf,
     /// `127.0.0.1:0` picks a free port (tests).
     pub listen: SocketAddr,
+    pub operations: Operations,
 }
 
 /// A built, not yet running, embedded server.
@@ -48,7 +49,9 @@ impl EmbeddedServer {
             .await
             .with_context(|| format!("cannot open the in-process bus at {bus_url}"))?;
         let content_dir = config.data_dir.join("wsus-content");
-        let host = Host::open(config.listen, stores, bus, "embedded", content_dir).await?;
+        let host = Host::open(config.listen, stores, bus, "embedded", content_dir)
+            .await?
+            .with_operations(config.operations.clone());
         Ok(Self { host })
     }
 

@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use patchbay_approvals::Approvals;
@@ -27,6 +29,25 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::grpc;
+use crate::monitor::{self, ConsumerRef, Metrics, Monitor};
+
+/// How a host is operated: its metrics endpoint and how long a shutdown may take.
+#[derive(Debug, Clone)]
+pub struct Operations {
+    /// Where `GET /metrics` is served; none if not set.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Longest a graceful shutdown may take before the process gives up on in-flight work.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for Operations {
+    fn default() -> Self {
+        Self {
+            metrics_listen: None,
+            shutdown_timeout: Duration::from_secs(20),
+        }
+    }
+}
 
 /// Services ready to run in this process.
 #[derive(Debug)]
@@ -42,6 +63,7 @@ pub struct Host {
     /// Where the WSUS sync service keeps downloaded payloads.
     content_dir: PathBuf,
     mode: &'static str,
+    operations: Operations,
 }
 
 impl Host {
@@ -113,7 +135,14 @@ impl Host {
             wsus,
             content_dir,
             mode,
+            operations: Operations::default(),
         })
+    }
+
+    /// Sets the metrics endpoint and the shutdown bound.
+    pub fn with_operations(mut self, operations: Operations) -> Self {
+        self.operations = operations;
+        self
     }
 
     /// The address the gRPC server listens on.
@@ -121,20 +150,110 @@ impl Host {
         Ok(self.listener.local_addr()?)
     }
 
-    /// Serves until `shutdown` is cancelled, then stops every background task and drains requests.
+    /// Serves until `shutdown` is cancelled, then shuts down gracefully within the shutdown timeout.
+    ///
+    /// Shutdown has two phases. First everything that takes work stops: health turns NOT_SERVING,
+    /// the gRPC server refuses new requests and drains (job streams end, agents reconnect
+    /// elsewhere), consumers finish the batch in hand and ack it (what they had not fetched stays
+    /// on the bus), the planner and schedulers stop. Then the relays publish what is left and save
+    /// their checkpoints, and the sealers stop.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let mut tasks = Tasks {
-            handles: Vec::new(),
-            shutdown: &shutdown,
-            bus: &self.bus,
-        };
+        let intake = CancellationToken::new();
+        let outbox = CancellationToken::new();
+        let mut work = Tasks::new(&intake, &self.bus);
+        let mut publishing = Tasks::new(&outbox, &self.bus);
         for (service, store) in &self.stores {
             let relay = Relay::new(service, store.clone(), self.bus.clone())?;
-            tasks.spawn(|token| async move { Ok(relay.run(token).await?) });
+            publishing.spawn(|token| async move { Ok(relay.run(token).await?) });
             // The hash chain that `patchbay audit verify` checks.
             let sealer = Sealer::new(store.clone());
-            tasks.spawn(|token| async move { Ok(sealer.run(token).await?) });
+            publishing.spawn(|token| async move { Ok(sealer.run(token).await?) });
         }
+        self.spawn_services(&mut work).await?;
+
+        let metrics = Arc::new(Metrics::default());
+        let health = tonic_health::server::HealthReporter::new();
+        let monitor = Monitor::new(
+            self.stores.clone(),
+            self.bus.clone(),
+            work.consumers.clone(),
+            self.installing.clone(),
+            metrics.clone(),
+            health.clone(),
+        );
+        monitor.starting().await;
+        if let Some(address) = self.operations.metrics_listen {
+            let listener = monitor::bind_metrics(address).await?;
+            let scraped = monitor.clone();
+            tracing::info!(address = %listener.local_addr()?, "metrics on /metrics");
+            // Scrapes go on until the very end of the shutdown.
+            publishing.spawn(|token| monitor::serve_metrics(listener, scraped, token));
+        }
+        let sampler = monitor.clone();
+        work.spawn(|token| sampler.run(token));
+        {
+            let (shutdown, intake, monitor) = (shutdown.clone(), intake.clone(), monitor.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = shutdown.cancelled() => {}
+                    () = intake.cancelled() => {}
+                }
+                monitor.stopping().await;
+                intake.cancel();
+            });
+        }
+
+        let hosted = grpc::Hosted {
+            stores: self.stores,
+            catalog: self.catalog,
+            approvals: self.approvals,
+            scanning: self.scanning,
+            installing: self.installing,
+            wsus: self.wsus,
+            mode: self.mode,
+            health,
+            metrics,
+        };
+        let mut served = tokio::spawn(grpc::serve(self.listener, hosted, intake.clone()));
+        let failed_early = tokio::select! {
+            () = intake.cancelled() => None,
+            result = &mut served => Some(result),
+        };
+        // The gRPC server failed on its own: stop everything else too.
+        intake.cancel();
+        let timeout = self.operations.shutdown_timeout;
+        let stop_outbox = outbox.clone();
+        let drained = tokio::time::timeout(timeout, async move {
+            let served = match failed_early {
+                Some(result) => result,
+                None => served.await,
+            };
+            let mut outcome = served.context("the gRPC server task panicked")?;
+            for result in work.join().await {
+                outcome = outcome.and(result);
+            }
+            stop_outbox.cancel();
+            for result in publishing.join().await {
+                outcome = outcome.and(result);
+            }
+            outcome
+        })
+        .await;
+        match drained {
+            Ok(outcome) => {
+                tracing::info!("stopped");
+                outcome
+            }
+            Err(_) => anyhow::bail!(
+                "shutdown did not finish within {} s; work in flight is redelivered at the next start \
+                 (raise --shutdown-timeout to wait longer)",
+                timeout.as_secs()
+            ),
+        }
+    }
+
+    /// Starts every hosted service's followers, consumers, planner and schedulers.
+    async fn spawn_services(&self, tasks: &mut Tasks<'_>) -> anyhow::Result<()> {
         if let Some(catalog) = &self.catalog {
             let view = catalog.clone();
             tasks.spawn(|token| async move { Ok(view.follow(token).await?) });
@@ -240,22 +359,7 @@ impl Host {
             )?;
             tasks.spawn(|token| async move { Ok(downloader.run(token).await?) });
         }
-        let handles = tasks.handles;
-        let hosted = grpc::Hosted {
-            stores: self.stores,
-            catalog: self.catalog,
-            approvals: self.approvals,
-            scanning: self.scanning,
-            installing: self.installing,
-            wsus: self.wsus,
-            mode: self.mode,
-        };
-        let served = grpc::serve(self.listener, hosted, shutdown.clone()).await;
-        shutdown.cancel();
-        for task in handles {
-            task.await??;
-        }
-        served
+        Ok(())
     }
 }
 
@@ -264,9 +368,32 @@ struct Tasks<'a> {
     handles: Vec<JoinHandle<anyhow::Result<()>>>,
     shutdown: &'a CancellationToken,
     bus: &'a Bus,
+    /// The durable consumers started, for health and metrics.
+    consumers: Vec<ConsumerRef>,
 }
 
-impl Tasks<'_> {
+impl<'a> Tasks<'a> {
+    fn new(shutdown: &'a CancellationToken, bus: &'a Bus) -> Self {
+        Self {
+            handles: Vec::new(),
+            shutdown,
+            bus,
+            consumers: Vec::new(),
+        }
+    }
+
+    /// Waits for every task; a panic counts as an error.
+    async fn join(self) -> Vec<anyhow::Result<()>> {
+        let mut results = Vec::with_capacity(self.handles.len());
+        for handle in self.handles {
+            results.push(match handle.await {
+                Ok(result) => result,
+                Err(error) => Err(anyhow::anyhow!("a background task failed: {error}")),
+            });
+        }
+        results
+    }
+
     fn spawn<F>(&mut self, work: impl FnOnce(CancellationToken) -> F)
     where
         F: Future<Output = anyhow::Result<()>> + Send + 'static,
@@ -289,6 +416,10 @@ impl Tasks<'_> {
             filter_subject: event_type.map(|t| self.bus.subjects().event(service, t)),
             ..ConsumerConfig::new(consumer, service)
         };
+        self.consumers.push(ConsumerRef {
+            name: consumer.to_owned(),
+            service: service.to_owned(),
+        });
         let runner = ConsumerRunner::new(config, store.clone(), self.bus.clone(), handler);
         self.spawn(|token| async move { Ok(runner.run(token).await?) });
     }

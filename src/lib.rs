@@ -7,5 +7,7 @@ pub mod distributed;
 pub mod embedded;
 pub mod grpc;
 pub mod host;
+pub mod monitor;
 pub mod rebuild;
 pub mod services;
+pub mod settings;

@@ -9,25 +9,24 @@ mod audit;
 mod devices;
 mod eula;
 mod events;
+mod health;
 mod info;
 mod jobs;
 mod output;
 mod report;
+mod serve;
 mod sources;
 mod tasks;
 mod updates;
 mod wsus;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 use patchbay_telemetry::LogFormat;
 use tokio_util::sync::CancellationToken;
 
-use crate::embedded::{EmbeddedConfig, EmbeddedServer};
 use output::OutputFormat;
 
 #[derive(Debug, Parser)]
@@ -44,60 +43,24 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run every service in one process: SQLite logs under --data-dir, the in-process bus, one gRPC port.
-    Server {
-        /// Directory for the services' event logs and the bus.
-        #[arg(long, env = "PATCHBAY_DATA_DIR", default_value = "./patchbay-data")]
-        data_dir: PathBuf,
-        /// Address of the gRPC server (every API, health and reflection).
-        #[arg(long, env = "PATCHBAY_LISTEN", default_value = "127.0.0.1:50051")]
-        listen: SocketAddr,
-        /// Log line format on stderr.
-        #[arg(
-            long,
-            env = "PATCHBAY_LOG_FORMAT",
-            value_enum,
-            default_value = "pretty"
-        )]
-        log_format: LogFormatArg,
-    },
+    Server(serve::ServerArgs),
     /// Run one service on its own (distributed mode): its log in PostgreSQL, events over NATS JetStream.
-    Serve {
-        service: crate::distributed::ServiceName,
-        /// PostgreSQL URL of the service's own database.
-        #[arg(long, env = "PATCHBAY_DATABASE_URL")]
-        database_url: String,
-        /// NATS server with JetStream.
-        #[arg(
-            long,
-            env = "PATCHBAY_NATS_URL",
-            default_value = "nats://127.0.0.1:4222"
-        )]
-        nats_url: String,
-        /// Subject prefix on NATS (every service of one Patchbay must use the same).
-        #[arg(long, env = "PATCHBAY_SUBJECT_PREFIX", default_value = "patchbay")]
-        subject_prefix: String,
-        /// Address of the service's gRPC server.
-        #[arg(long, env = "PATCHBAY_LISTEN", default_value = "127.0.0.1:50051")]
-        listen: SocketAddr,
-        /// wsus-sync: directory for downloaded payloads of approved updates.
-        #[arg(
-            long,
-            env = "PATCHBAY_WSUS_CONTENT_DIR",
-            default_value = "./wsus-content"
-        )]
-        content_dir: PathBuf,
-        #[arg(
-            long,
-            env = "PATCHBAY_LOG_FORMAT",
-            value_enum,
-            default_value = "pretty"
-        )]
-        log_format: LogFormatArg,
-    },
+    ///
+    /// Every setting comes from its flag, its PATCHBAY_* variable or the --config file, in that order.
+    Serve(serve::ServeArgs),
+    /// Bring a service's database to this version's schema and exit (run before starting services).
+    Migrate(serve::MigrateArgs),
     /// Show a running server's version, mode and services.
     Info {
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// Ask a server's gRPC health service (exit 0 only if SERVING): for container health checks.
+    Health {
+        #[command(flatten)]
+        client: ClientArgs,
+        #[command(flatten)]
+        args: health::HealthArgs,
     },
     /// Import update sources into the catalog.
     Sources {
@@ -233,8 +196,9 @@ fn status_error(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{} ({:?})", status.message(), status.code())
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum LogFormatArg {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormatArg {
     Pretty,
     Json,
 }
@@ -250,8 +214,17 @@ impl From<LogFormatArg> for LogFormat {
 
 /// Parses the command line, runs the command and turns an error into a message and exit code 1.
 pub async fn run() -> ExitCode {
-    let cli = Cli::parse();
-    match execute(cli).await {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
+    // The server commands read their settings file against what the command line set.
+    let sub_matches = matches
+        .subcommand()
+        .map(|(_, sub)| sub.clone())
+        .unwrap_or_default();
+    match execute(cli, &sub_matches).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -260,43 +233,13 @@ pub async fn run() -> ExitCode {
     }
 }
 
-async fn execute(cli: Cli) -> anyhow::Result<()> {
+async fn execute(cli: Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     match cli.command {
-        Command::Server {
-            data_dir,
-            listen,
-            log_format,
-        } => {
-            let _telemetry = patchbay_telemetry::init("patchbay", log_format.into())?;
-            let server = EmbeddedServer::build(&EmbeddedConfig { data_dir, listen }).await?;
-            let shutdown = CancellationToken::new();
-            tokio::spawn(stop_on_signal(shutdown.clone()));
-            server.run_until_stopped(shutdown).await
-        }
-        Command::Serve {
-            service,
-            database_url,
-            nats_url,
-            subject_prefix,
-            listen,
-            content_dir,
-            log_format,
-        } => {
-            let _telemetry = patchbay_telemetry::init(service.as_str(), log_format.into())?;
-            let config = crate::distributed::DistributedConfig {
-                service,
-                database_url,
-                nats_url,
-                subject_prefix,
-                listen,
-                content_dir,
-            };
-            let server = crate::distributed::DistributedServer::build(&config).await?;
-            let shutdown = CancellationToken::new();
-            tokio::spawn(stop_on_signal(shutdown.clone()));
-            server.run_until_stopped(shutdown).await
-        }
+        Command::Server(args) => serve::server(args.resolve(matches)?).await,
+        Command::Serve(args) => serve::serve(args.resolve(matches)?).await,
+        Command::Migrate(args) => serve::migrate(args).await,
         Command::Info { client } => info::run(&client).await,
+        Command::Health { client, args } => health::run(&client, args).await,
         Command::Sources { client, command } => sources::run(&client, command).await,
         Command::Updates { client, command } => updates::run(&client, command).await,
         Command::Eula { client, command } => eula::run(&client, command).await,

@@ -1,6 +1,7 @@
 //! The gRPC server: Patchbay's APIs plus the standard health and reflection services.
 
 mod audit;
+mod request_metrics;
 mod system;
 
 use anyhow::Context as _;
@@ -42,6 +43,9 @@ pub struct Hosted {
     pub wsus: Option<WsusSync>,
     /// "embedded" or "distributed".
     pub mode: &'static str,
+    /// The health statuses the host's monitor keeps up to date.
+    pub health: tonic_health::server::HealthReporter,
+    pub metrics: std::sync::Arc<crate::monitor::Metrics>,
 }
 
 /// One span per request, continuing the caller's trace when it sends W3C `traceparent`: the
@@ -80,6 +84,8 @@ pub async fn serve(
         installing,
         wsus,
         mode,
+        health,
+        metrics,
     } = hosted;
     let rebuilder = crate::rebuild::Rebuilder {
         catalog: catalog.clone(),
@@ -88,16 +94,10 @@ pub async fn serve(
         installing: installing.clone(),
         wsus: wsus.clone(),
     };
-    let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<SystemServiceServer<SystemApi>>().await;
-    for (service, _) in &stores {
-        health
-            .set_service_status(
-                format!("patchbay.{service}"),
-                tonic_health::ServingStatus::Serving,
-            )
-            .await;
-    }
+    let health_service = tonic_health::pb::health_server::HealthServer::new(
+        tonic_health::server::HealthService::from_health_reporter(health),
+    );
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(patchbay_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -116,9 +116,9 @@ pub async fn serve(
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
     });
     let scanning = scanning.map(|scanning| ScanningServiceServer::new(ScanningApi::new(scanning)));
-    let job_agents = installing
-        .clone()
-        .map(|installing| JobAgentServiceServer::new(JobAgentApi::new(installing)));
+    let job_agents = installing.clone().map(|installing| {
+        JobAgentServiceServer::new(JobAgentApi::new(installing, shutdown.clone()))
+    });
     let installing =
         installing.map(|installing| InstallingServiceServer::new(InstallingApi::new(installing)));
     let wsus = wsus.map(|wsus| WsusServiceServer::new(WsusApi::new(wsus)));
@@ -128,6 +128,7 @@ pub async fn serve(
     );
     tonic::transport::Server::builder()
         .trace_fn(request_span)
+        .layer(request_metrics::RequestMetricsLayer::new(metrics))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(SystemServiceServer::new(SystemApi::new(stores, mode)))

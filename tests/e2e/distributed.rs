@@ -2,8 +2,6 @@
 //! `patchbay serve scanning`, each with its own PostgreSQL database, talking over NATS JetStream;
 //! and `patchbay serve wsus-sync` feeding `patchbay serve catalog` the same way.
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use patchbay::agent::{AgentConfig, DebianPaths, Executor, report_once};
@@ -13,65 +11,7 @@ use patchbay_proto::scanning::v1 as pb;
 use patchbay_proto::scanning::v1::scanning_service_client::ScanningServiceClient;
 use patchbay_testkit::{TestPostgres, TestSqlite, nats_url};
 
-/// A `patchbay serve` process, killed when dropped.
-struct Service {
-    child: Child,
-    address: SocketAddr,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_address() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-async fn serve(service: &str, database_url: &str, nats: &str, prefix: &str) -> Service {
-    serve_at(service, database_url, nats, prefix, free_address()).await
-}
-
-async fn serve_at(
-    service: &str,
-    database_url: &str,
-    nats: &str,
-    prefix: &str,
-    address: SocketAddr,
-) -> Service {
-    let child = Command::new(env!("CARGO_BIN_EXE_patchbay"))
-        .args([
-            "serve",
-            service,
-            "--database-url",
-            database_url,
-            "--nats-url",
-            nats,
-            "--subject-prefix",
-            prefix,
-        ])
-        .args(["--listen", &address.to_string()])
-        .env("PATCHBAY_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let service = Service { child, address };
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(address).await.is_ok() {
-            return service;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "patchbay serve {service:?} did not start listening on {address}",
-        service = service.address
-    );
-}
+use crate::processes::{serve, serve_at};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catalog_and_scanning_as_separate_processes_over_nats_and_postgres() {

@@ -33,6 +33,7 @@ pub async fn spawn_app() -> TestApp {
     let config = EmbeddedConfig {
         data_dir: data.dir.path().join("patchbay-data"),
         listen: "127.0.0.1:0".parse().unwrap(),
+        operations: Default::default(),
     };
     let server = EmbeddedServer::build(&config).await.unwrap();
     let address = server.local_addr().unwrap();

@@ -5,11 +5,13 @@
 mod approvals;
 mod audit;
 mod catalog;
+mod deployment;
 mod distributed;
 mod golden;
 mod helpers;
 mod installing;
 mod managed;
+mod processes;
 mod scanning;
 mod server;
 mod trace;

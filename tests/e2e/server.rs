@@ -42,20 +42,29 @@ async fn embedded_server_reports_every_service_and_is_healthy() {
         .await
         .unwrap();
     let mut health = HealthClient::new(channel);
-    for service in ["", "patchbay.system.v1.SystemService", "patchbay.approvals"] {
-        let status = health
-            .check(HealthCheckRequest {
-                service: service.to_owned(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status;
-        assert_eq!(
-            status,
-            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
-            "{service}"
-        );
+    // Ready once every consumer is bound and caught up; alive from the start.
+    for service in [
+        "",
+        "liveness",
+        "patchbay.system.v1.SystemService",
+        "patchbay.approvals",
+    ] {
+        crate::installing::eventually(&format!("{service:?} to be SERVING"), || {
+            let mut health = health.clone();
+            async move {
+                let status = health
+                    .check(HealthCheckRequest {
+                        service: service.to_owned(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .status;
+                (status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
+                    .then_some(())
+            }
+        })
+        .await;
     }
     // Each service's log exists on disk, beside the bus.
     let data_dir = app.data.dir.path().join("patchbay-data");
@@ -79,6 +88,7 @@ async fn a_busy_port_is_a_clear_error() {
     let error = patchbay::embedded::EmbeddedServer::build(&patchbay::embedded::EmbeddedConfig {
         data_dir: other.dir.path().to_path_buf(),
         listen: app.address,
+        operations: Default::default(),
     })
     .await
     .unwrap_err();

@@ -456,3 +456,57 @@ impl InProcessAcker {
             .send_modify(|n| *n = n.wrapping_add(1));
     }
 }
+
+impl InProcessBus {
+    /// The backlog of consumer `name` (see [`crate::ConsumerLag`]); None if it was never bound.
+    pub async fn consumer_lag(&self, name: &str) -> Result<Option<crate::ConsumerLag>, BusError> {
+        let bound = {
+            let state = self.inner.state.lock().await;
+            state.consumers.get(name).map(|consumer| {
+                let redelivered = consumer
+                    .pending
+                    .values()
+                    .filter(|pending| pending.deliveries > 1)
+                    .count() as u64;
+                (
+                    consumer.ack_floor,
+                    consumer.done_above_floor.len() as u64,
+                    consumer.pending.len() as u64,
+                    redelivered,
+                )
+            })
+        };
+        let stored: Option<(String, Option<String>, i64)> =
+            sqlx::query_as("SELECT stream, filter, ack_floor FROM bus_consumers WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&self.inner.pool)
+                .await?;
+        let Some((stream, filter, stored_floor)) = stored else {
+            return Ok(None);
+        };
+        // Not bound in this process: only the stored floor tells.
+        let (floor, done_above_floor, ack_pending, redelivered) =
+            bound.unwrap_or((u64::try_from(stored_floor).unwrap_or(0), 0, 0, 0));
+        let floor = i64::try_from(floor).unwrap_or(i64::MAX);
+        // Patchbay filters on exact subjects; a wildcard filter counts the whole stream.
+        let exact = filter.filter(|f| !f.contains('*') && !f.contains('>'));
+        let above_floor: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM bus_messages \
+             WHERE stream = ? AND sequence > ? AND (? IS NULL OR subject = ?)",
+        )
+        .bind(&stream)
+        .bind(floor)
+        .bind(&exact)
+        .bind(&exact)
+        .fetch_one(&self.inner.pool)
+        .await?;
+        let unhandled = u64::try_from(above_floor)
+            .unwrap_or(0)
+            .saturating_sub(done_above_floor);
+        Ok(Some(crate::ConsumerLag {
+            pending: unhandled.saturating_sub(ack_pending),
+            ack_pending,
+            redelivered,
+        }))
+    }
+}

@@ -6,6 +6,7 @@ mod bus;
 mod envelope;
 mod error;
 mod in_process;
+mod lag;
 mod nats;
 mod relay;
 mod runner;
@@ -18,6 +19,7 @@ pub use envelope::{
 };
 pub use error::BusError;
 pub use in_process::{InProcessBus, InProcessConsumer};
+pub use lag::ConsumerLag;
 pub use nats::{NatsBus, NatsConsumer};
 pub use relay::{RELAY_CHECKPOINT, Relay};
 pub use runner::{ConsumerRunner, EventHandler, HandlerError, RunStats};

@@ -2,7 +2,7 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnection, PgListener, PgPool, PgPoolOptions};
@@ -67,6 +67,8 @@ struct Inner {
     /// Bumped after every commit that appended (SQLite) or every NOTIFY (PostgreSQL); wakes subscribers.
     appended: Arc<watch::Sender<u64>>,
     listener_running: Arc<AtomicBool>,
+    /// Events this process appended through the store (for the metrics endpoint).
+    appended_events: AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -123,8 +125,20 @@ impl EventStore {
                 upcasters: options.upcasters,
                 appended: Arc::new(appended),
                 listener_running: Arc::new(AtomicBool::new(false)),
+                appended_events: AtomicU64::new(0),
             }),
         })
+    }
+
+    /// How many events this process has appended through this store (and its clones) since it opened.
+    pub fn appended_events(&self) -> u64 {
+        self.inner.appended_events.load(Ordering::Relaxed)
+    }
+
+    fn count_appended(&self, events: usize) {
+        self.inner
+            .appended_events
+            .fetch_add(events as u64, Ordering::Relaxed);
     }
 
     /// `"postgres"` or `"sqlite"`.
@@ -166,7 +180,11 @@ impl EventStore {
             // One statement: atomic on its own, no BEGIN/COMMIT round trips.
             Backend::Postgres(pool) => {
                 let mut conn = pool.acquire().await?;
-                postgres::append(&mut conn, stream_id, expected, events).await
+                let result = postgres::append(&mut conn, stream_id, expected, events).await?;
+                if !result.deduplicated {
+                    self.count_appended(events.len());
+                }
+                Ok(result)
             }
             Backend::Sqlite(_) => {
                 let mut tx = self.begin().await?;
@@ -199,6 +217,7 @@ impl EventStore {
             inner,
             store: self.clone(),
             appended: false,
+            appended_events: 0,
         })
     }
 
@@ -458,6 +477,8 @@ pub struct Transaction {
     inner: TxInner,
     store: EventStore,
     appended: bool,
+    /// Events appended in this transaction, counted when it commits.
+    appended_events: usize,
 }
 
 #[derive(Debug)]
@@ -479,7 +500,10 @@ impl Transaction {
             TxInner::Postgres(tx) => postgres::append(tx, stream_id, expected, events).await,
             TxInner::Sqlite(tx) => sqlite::append(tx, stream_id, expected, events).await,
         }?;
-        self.appended |= !result.deduplicated;
+        if !result.deduplicated {
+            self.appended = true;
+            self.appended_events += events.len();
+        }
         Ok(result)
     }
 
@@ -502,7 +526,12 @@ impl Transaction {
             TxInner::Postgres(tx) => postgres::append_streams(tx, appends).await,
             TxInner::Sqlite(tx) => sqlite::append_streams(tx, appends).await,
         }?;
-        self.appended |= results.iter().any(|r| !r.deduplicated);
+        for (append, result) in appends.iter().zip(&results) {
+            if !result.deduplicated {
+                self.appended = true;
+                self.appended_events += append.events.len();
+            }
+        }
         Ok(results)
     }
 
@@ -577,6 +606,8 @@ impl Transaction {
     }
 
     pub async fn commit(self) -> Result<(), EventStoreError> {
+        let appended_events = self.appended_events;
+        let store = self.store.clone();
         match self.inner {
             TxInner::Postgres(tx) => tx.commit().await?,
             TxInner::Sqlite(tx) => {
@@ -586,6 +617,7 @@ impl Transaction {
                 }
             }
         }
+        store.count_appended(appended_events);
         Ok(())
     }
 

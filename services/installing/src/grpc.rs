@@ -9,6 +9,7 @@ use patchbay_proto::installing::v1::job_agent_service_server::JobAgentService;
 use patchbay_proto::request_actor;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::domain::state::JobStatus;
@@ -30,11 +31,17 @@ impl InstallingApi {
 #[derive(Debug, Clone)]
 pub struct JobAgentApi {
     installing: Installing,
+    /// Cancelled when the server shuts down: every job stream then ends, so the server can drain
+    /// and the agents reconnect (to another replica, or to this one once it is back).
+    shutdown: CancellationToken,
 }
 
 impl JobAgentApi {
-    pub fn new(installing: Installing) -> Self {
-        Self { installing }
+    pub fn new(installing: Installing, shutdown: CancellationToken) -> Self {
+        Self {
+            installing,
+            shutdown,
+        }
     }
 }
 
@@ -247,6 +254,7 @@ impl JobAgentService for JobAgentApi {
             .map_err(to_status)?;
         let (sender, receiver) = tokio::sync::mpsc::channel(64);
         let installing = self.installing.clone();
+        let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             let device_id = request.device_id;
             let actor = format!("device:{device_id}");
@@ -274,6 +282,7 @@ impl JobAgentService for JobAgentApi {
                 }
                 tokio::select! {
                     () = sender.closed() => return,
+                    () = shutdown.cancelled() => return,
                     changed = changes.changed() => if changed.is_err() { return },
                 }
             }
