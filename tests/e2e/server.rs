@@ -41,7 +41,7 @@ async fn embedded_server_reports_every_service_and_is_healthy() {
         .connect()
         .await
         .unwrap();
-    let mut health = HealthClient::new(channel);
+    let health = HealthClient::new(channel);
     // Ready once every consumer is bound and caught up; alive from the start.
     for service in [
         "",
