@@ -410,3 +410,80 @@ async fn sigterm_mid_flow_loses_no_event_and_handles_none_twice() {
     .await;
     topology.finish().await;
 }
+
+/// Settings: a flag beats a `PATCHBAY_*` variable, which beats the settings file, which beats the
+/// default (shown on the embedded server, which needs no other service).
+#[tokio::test]
+async fn settings_come_from_flags_then_environment_then_the_file() {
+    use crate::processes::free_address;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (from_file, from_env, metrics) = (free_address(), free_address(), free_address());
+    let settings = dir.path().join("patchbay.toml");
+    std::fs::write(
+        &settings,
+        format!(
+            "listen = \"{from_file}\"\nmetrics_listen = \"{metrics}\"\n\
+             data_dir = \"{}\"\nlog_format = \"json\"\n",
+            dir.path().join("from-file").display()
+        ),
+    )
+    .unwrap();
+    let data_dir = dir.path().join("from-flag");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_patchbay"))
+        .args(["server", "--data-dir"])
+        .arg(&data_dir)
+        .env("PATCHBAY_CONFIG", &settings)
+        .env("PATCHBAY_LISTEN", from_env.to_string())
+        .env("PATCHBAY_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = KillOnDrop(child);
+    let listening = eventually_within("the server to listen", Duration::from_secs(30), || async {
+        tokio::net::TcpStream::connect(from_env).await.ok()
+    })
+    .await;
+    drop(listening);
+    // The variable beat the file's listen; the file's metrics_listen beat the default (none).
+    assert!(tokio::net::TcpStream::connect(from_file).await.is_err());
+    // (The metrics port opens once the services have started, after the gRPC port.)
+    eventually_within("the metrics endpoint", Duration::from_secs(30), || async {
+        tokio::net::TcpStream::connect(metrics).await.ok()
+    })
+    .await;
+    // The flag beat the file's data_dir.
+    assert!(data_dir.join("catalog.db").exists());
+    assert!(!dir.path().join("from-file").exists());
+}
+
+/// A child process killed when the test ends, even by a panic.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A settings file with a mistake stops the server before it starts, naming the key.
+#[tokio::test]
+async fn a_wrong_settings_file_is_refused_with_the_key_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join("patchbay.toml");
+    std::fs::write(
+        &settings,
+        "listen = \"0.0.0.0:50051\"\nnats_ulr = \"nats://x\"\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_patchbay"))
+        .args(["serve", "catalog", "--config"])
+        .arg(&settings)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("nats_ulr"), "{stderr}");
+    assert!(stderr.contains(settings.to_str().unwrap()), "{stderr}");
+}
