@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use patchbay_bus::{Bus, Subjects};
-use patchbay_eventstore::EventStore;
+use patchbay_eventstore::{EventStore, StoreOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::host::{Host, Operations};
@@ -36,6 +36,8 @@ impl ServiceName {
 pub struct DistributedConfig {
     pub service: ServiceName,
     pub database_url: String,
+    /// The store's connection pool size.
+    pub database_max_connections: u32,
     pub nats_url: String,
     /// Subject prefix on NATS, so several Patchbays (or test runs) can share one NATS.
     pub subject_prefix: String,
@@ -53,7 +55,11 @@ pub struct DistributedServer {
 impl DistributedServer {
     pub async fn build(config: &DistributedConfig) -> anyhow::Result<Self> {
         let service = config.service.as_str();
-        let store = EventStore::connect(&config.database_url)
+        let options = StoreOptions {
+            max_connections: config.database_max_connections,
+            ..StoreOptions::default()
+        };
+        let store = EventStore::connect_with(&config.database_url, options)
             .await
             .with_context(|| format!("cannot open the {service} event log at --database-url"))?;
         let subjects = Subjects::new(&config.subject_prefix)?;

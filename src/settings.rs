@@ -19,6 +19,7 @@ pub struct SettingsFile {
     pub metrics_listen: Option<SocketAddr>,
     pub log_format: Option<LogFormatArg>,
     pub database_url: Option<String>,
+    pub database_max_connections: Option<u32>,
     pub nats_url: Option<String>,
     pub subject_prefix: Option<String>,
     pub content_dir: Option<PathBuf>,
@@ -83,6 +84,7 @@ mod tests {
             metrics_listen = "0.0.0.0:9464"
             log_format = "json"
             database_url = "postgres://db/catalog"
+            database_max_connections = 4
             nats_url = "nats://nats:4222"
             subject_prefix = "acme"
             content_dir = "/content"

@@ -105,6 +105,16 @@ pub struct ServeArgs {
     /// PostgreSQL URL of the service's own database.
     #[arg(long, env = "PATCHBAY_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
+    /// Most connections this process opens to the database (replicas × this must stay below
+    /// PostgreSQL's max_connections).
+    #[arg(
+        long,
+        env = "PATCHBAY_DATABASE_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u32).range(2..)
+    )]
+    pub database_max_connections: u32,
     /// NATS server with JetStream.
     #[arg(
         long,
@@ -140,6 +150,12 @@ impl ServeArgs {
             &mut self.database_url,
             file.database_url.map(Some),
         );
+        layer(
+            matches,
+            "database_max_connections",
+            &mut self.database_max_connections,
+            file.database_max_connections,
+        );
         layer(matches, "nats_url", &mut self.nats_url, file.nats_url);
         layer(
             matches,
@@ -166,6 +182,7 @@ impl ServeArgs {
         Ok(DistributedConfig {
             service: self.service,
             database_url,
+            database_max_connections: self.database_max_connections,
             nats_url: self.nats_url,
             subject_prefix: self.subject_prefix,
             listen: self.listen,

@@ -17,7 +17,7 @@ use patchbay_testkit::{TestPostgres, nats_url};
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::helpers::import_apt;
-use crate::installing::{OPENSSL, eventually_within};
+use crate::installing::{OPENSSL, eventually_within, register_old_openssl};
 use crate::processes::{Service, metric, serve};
 
 /// catalog, approvals, two scanning and two installing processes, each service on its own database.
@@ -108,32 +108,7 @@ impl Topology {
         for i in 0..count {
             let replica = &self.scanning[i % self.scanning.len()];
             let mut agents = AgentServiceClient::connect(replica.url()).await.unwrap();
-            let registered = agents
-                .register(pb::RegisterRequest {
-                    hostname: format!("{name}-{i}"),
-                    groups: vec![name.into()],
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            agents
-                .report_inventory(pb::ReportInventoryRequest {
-                    device_id: registered.device_id.clone(),
-                    credential: registered.credential,
-                    inventory: Some(pb::Inventory {
-                        native_architecture: "amd64".into(),
-                        packages: vec![pb::InstalledPackage {
-                            name: "openssl".into(),
-                            version: "3.0.11-1~deb12u2".into(),
-                            architecture: "amd64".into(),
-                        }],
-                        apt_suites: vec!["bookworm-security".into()],
-                        ..Default::default()
-                    }),
-                })
-                .await
-                .unwrap();
-            fleet.push(registered.device_id);
+            fleet.push(register_old_openssl(&mut agents, &format!("{name}-{i}"), name).await);
         }
         // The scanning replicas see each other's registrations through their shared log, and
         // index the catalog from NATS: scan until every device requires openssl.

@@ -125,7 +125,9 @@ async fn catalog_and_scanning_as_separate_processes_over_nats_and_postgres() {
 /// no job is lost or queued twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_install_loop_across_processes_survives_killing_the_installing_service() {
-    use crate::installing::{OPENSSL, Urls, eventually_within, install_scenario};
+    use crate::installing::{
+        OPENSSL, Urls, eventually_within, install_scenario, register_old_openssl,
+    };
     use patchbay_proto::approvals::v1 as approvals;
     use patchbay_proto::approvals::v1::approvals_service_client::ApprovalsServiceClient;
     use patchbay_proto::installing::v1 as installing;
@@ -162,32 +164,7 @@ async fn the_install_loop_across_processes_survives_killing_the_installing_servi
         .unwrap();
     let mut fleet = Vec::new();
     for i in 0..20 {
-        let registered = agents
-            .register(pb::RegisterRequest {
-                hostname: format!("fleet-{i}"),
-                groups: vec!["fleet".into()],
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        agents
-            .report_inventory(pb::ReportInventoryRequest {
-                device_id: registered.device_id.clone(),
-                credential: registered.credential,
-                inventory: Some(pb::Inventory {
-                    native_architecture: "amd64".into(),
-                    packages: vec![pb::InstalledPackage {
-                        name: "openssl".into(),
-                        version: "3.0.11-1~deb12u2".into(),
-                        architecture: "amd64".into(),
-                    }],
-                    apt_suites: vec!["bookworm-security".into()],
-                    ..Default::default()
-                }),
-            })
-            .await
-            .unwrap();
-        fleet.push(registered.device_id);
+        fleet.push(register_old_openssl(&mut agents, &format!("fleet-{i}"), "fleet").await);
     }
     let mut scanning = ScanningServiceClient::connect(urls.scanning.clone())
         .await

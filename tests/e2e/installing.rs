@@ -63,6 +63,41 @@ async fn register(
     }
 }
 
+/// Registers a device in `group` that runs openssl 3.0.11 (so it requires [`OPENSSL`]) and reports
+/// its inventory; returns its id.
+pub async fn register_old_openssl(
+    agents: &mut AgentServiceClient<Channel>,
+    hostname: &str,
+    group: &str,
+) -> String {
+    let registered = agents
+        .register(scanning::RegisterRequest {
+            hostname: hostname.into(),
+            groups: vec![group.into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    agents
+        .report_inventory(scanning::ReportInventoryRequest {
+            device_id: registered.device_id.clone(),
+            credential: registered.credential,
+            inventory: Some(scanning::Inventory {
+                native_architecture: "amd64".into(),
+                packages: vec![scanning::InstalledPackage {
+                    name: "openssl".into(),
+                    version: "3.0.11-1~deb12u2".into(),
+                    architecture: "amd64".into(),
+                }],
+                apt_suites: vec!["bookworm-security".into()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    registered.device_id
+}
+
 /// Polls `check` until it returns `Some`, for up to 20 s.
 pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where

@@ -55,6 +55,9 @@ pub async fn serve_at(
         ])
         .args(["--listen", &address.to_string()])
         .args(["--metrics-listen", &metrics.to_string()])
+        // Several tests run a handful of processes each against one PostgreSQL server (100
+        // connections by default): keep each pool small.
+        .args(["--database-max-connections", "4"])
         .env("PATCHBAY_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
