@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::{AssertSqlSafe, Row};
 use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
 
@@ -21,6 +21,11 @@ use crate::bus::{Acker, ConsumerConfig, Delivery, PublishAck};
 use crate::envelope::BusMessage;
 use crate::error::BusError;
 use crate::subject::{Subjects, subject_matches};
+
+/// Message ids looked up per statement when publishing.
+const LOOKUP_CHUNK: usize = 500;
+/// Rows per `INSERT` when publishing (6 parameters each, well under SQLite's limit).
+const INSERT_CHUNK: usize = 150;
 
 #[derive(Debug, Clone)]
 pub struct InProcessBus {
@@ -113,63 +118,106 @@ impl InProcessBus {
         }
     }
 
+    /// Stores `messages` in one transaction: per stream, one lookup of the message ids already
+    /// stored and multi-row inserts of the new ones (one statement per message made the relay into
+    /// this bus, and so the embedded mode, slow).
     pub async fn publish_batch(
         &self,
         messages: &[BusMessage],
     ) -> Result<Vec<PublishAck>, BusError> {
+        let mut streams = Vec::with_capacity(messages.len());
+        let mut headers = Vec::with_capacity(messages.len());
+        for message in messages {
+            streams.push(self.stream_of(&message.subject)?);
+            headers.push(
+                serde_json::to_string(&message.headers).map_err(|e| {
+                    BusError::InvalidInput(format!("headers cannot be stored: {e}"))
+                })?,
+            );
+        }
         let mut state = self.inner.state.lock().await;
         let mut tx = self.inner.pool.begin().await?;
         let mut last_sequence = state.last_sequence.clone();
-        let mut acks = Vec::with_capacity(messages.len());
-        for message in messages {
-            let stream = self.stream_of(&message.subject)?;
-            let last = match last_sequence.get(stream) {
-                Some(last) => *last,
-                None => {
-                    let max: Option<i64> = sqlx::query_scalar(
-                        "SELECT max(sequence) FROM bus_messages WHERE stream = ?",
-                    )
-                    .bind(stream)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    u64::try_from(max.unwrap_or(0)).unwrap_or(0)
+        // Message id → sequence, per stream: what is stored already, then what this batch adds.
+        let mut known: HashMap<&str, HashMap<String, u64>> = HashMap::new();
+        for stream in &streams {
+            if known.contains_key(stream) {
+                continue;
+            }
+            let ids: Vec<&str> = messages
+                .iter()
+                .zip(&streams)
+                .filter(|(_, s)| *s == stream)
+                .map(|(m, _)| m.message_id.as_str())
+                .collect();
+            let mut stored = HashMap::new();
+            for chunk in ids.chunks(LOOKUP_CHUNK) {
+                let placeholders = vec!["?"; chunk.len()].join(", ");
+                let sql = format!(
+                    "SELECT message_id, sequence FROM bus_messages \
+                     WHERE stream = ? AND message_id IN ({placeholders})"
+                );
+                // Only placeholders are formatted in; every value is bound.
+                let mut query =
+                    sqlx::query_as::<_, (String, i64)>(AssertSqlSafe(sql)).bind(*stream);
+                for id in chunk {
+                    query = query.bind(*id);
                 }
-            };
-            let headers = serde_json::to_string(&message.headers)
-                .map_err(|e| BusError::InvalidInput(format!("headers cannot be stored: {e}")))?;
-            let inserted = sqlx::query(
-                "INSERT INTO bus_messages (stream, sequence, subject, message_id, headers, payload) \
-                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (stream, message_id) DO NOTHING",
-            )
-            .bind(stream)
-            .bind(i64::try_from(last + 1).unwrap_or(i64::MAX))
-            .bind(&message.subject)
-            .bind(&message.message_id)
-            .bind(headers)
-            .bind(message.payload.as_ref())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 1 {
-                last_sequence.insert(stream.to_owned(), last + 1);
+                for (id, sequence) in query.fetch_all(&mut *tx).await? {
+                    stored.insert(id, u64::try_from(sequence).unwrap_or(0));
+                }
+            }
+            if !last_sequence.contains_key(*stream) {
+                let max: Option<i64> =
+                    sqlx::query_scalar("SELECT max(sequence) FROM bus_messages WHERE stream = ?")
+                        .bind(*stream)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                last_sequence.insert(
+                    (*stream).to_owned(),
+                    u64::try_from(max.unwrap_or(0)).unwrap_or(0),
+                );
+            }
+            known.insert(stream, stored);
+        }
+        let mut acks = Vec::with_capacity(messages.len());
+        let mut new_rows = Vec::new();
+        for (index, (message, stream)) in messages.iter().zip(&streams).enumerate() {
+            let ids = known.entry(stream).or_default();
+            if let Some(sequence) = ids.get(message.message_id.as_str()) {
                 acks.push(PublishAck {
-                    sequence: last + 1,
-                    duplicate: false,
-                });
-            } else {
-                last_sequence.insert(stream.to_owned(), last);
-                let existing: i64 = sqlx::query_scalar(
-                    "SELECT sequence FROM bus_messages WHERE stream = ? AND message_id = ?",
-                )
-                .bind(stream)
-                .bind(&message.message_id)
-                .fetch_one(&mut *tx)
-                .await?;
-                acks.push(PublishAck {
-                    sequence: u64::try_from(existing).unwrap_or(0),
+                    sequence: *sequence,
                     duplicate: true,
                 });
+                continue;
             }
+            let last = last_sequence.entry((*stream).to_owned()).or_insert(0);
+            *last += 1;
+            ids.insert(message.message_id.clone(), *last);
+            acks.push(PublishAck {
+                sequence: *last,
+                duplicate: false,
+            });
+            new_rows.push((index, *last));
+        }
+        for chunk in new_rows.chunks(INSERT_CHUNK) {
+            let rows = vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            let sql = format!(
+                "INSERT INTO bus_messages (stream, sequence, subject, message_id, headers, payload) \
+                 VALUES {rows}"
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for (index, sequence) in chunk {
+                let message = &messages[*index];
+                query = query
+                    .bind(streams[*index])
+                    .bind(i64::try_from(*sequence).unwrap_or(i64::MAX))
+                    .bind(&message.subject)
+                    .bind(&message.message_id)
+                    .bind(&headers[*index])
+                    .bind(message.payload.as_ref());
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         // Only now is the batch durable; until here `state` kept the old sequences.
@@ -508,5 +556,53 @@ impl InProcessBus {
             ack_pending,
             redelivered,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn message(stream: &str, id: &str) -> BusMessage {
+        BusMessage {
+            subject: format!("patchbay.{stream}.Something"),
+            message_id: id.to_owned(),
+            headers: vec![("k".into(), "v".into())],
+            payload: Bytes::from(id.as_bytes().to_vec()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_numbers_each_stream_and_acks_repeated_ids_as_duplicates() {
+        let bus = InProcessBus::open("sqlite::memory:", Subjects::default())
+            .await
+            .unwrap();
+        let first = bus
+            .publish_batch(&[
+                message("catalog", "a"),
+                message("scanning", "x"),
+                message("catalog", "b"),
+                // The same id twice in one batch: stored once.
+                message("catalog", "a"),
+            ])
+            .await
+            .unwrap();
+        let numbered: Vec<(u64, bool)> = first.iter().map(|a| (a.sequence, a.duplicate)).collect();
+        assert_eq!(numbered, [(1, false), (1, false), (2, false), (1, true)]);
+        // Ids stored by an earlier batch are duplicates; new ones go on from the last sequence.
+        let second = bus
+            .publish_batch(&[message("catalog", "b"), message("catalog", "c")])
+            .await
+            .unwrap();
+        let numbered: Vec<(u64, bool)> =
+            second.iter().map(|a| (a.sequence, a.duplicate)).collect();
+        assert_eq!(numbered, [(2, true), (3, false)]);
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM bus_messages")
+            .fetch_one(&bus.inner.pool)
+            .await
+            .unwrap();
+        assert_eq!(stored, 4);
     }
 }
