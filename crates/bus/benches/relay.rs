@@ -331,7 +331,7 @@ async fn relay_to_nats(
     report.add(
         "relay",
         &format!(
-            "Relay::relay_pending() SQLite store -> JetStream, batches of {batch} (read_all, encode, publish_batch, checkpoint)"
+            "Relay::relay_pending() SQLite store -> JetStream, batches of {batch} (read_all, encode, send; batch k+1 while batch k's acks are outstanding; checkpoint)"
         ),
         relayed,
         elapsed,

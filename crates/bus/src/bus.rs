@@ -7,7 +7,7 @@ use bytes::Bytes;
 use crate::envelope::{BusMessage, header};
 use crate::error::BusError;
 use crate::in_process::{InProcessBus, InProcessConsumer};
-use crate::nats::{NatsBus, NatsConsumer};
+use crate::nats::{NatsBus, NatsConsumer, NatsPendingAcks};
 use crate::subject::{Subjects, validate_token};
 
 /// The message bus services talk through. Cheap to clone.
@@ -65,6 +65,27 @@ pub struct PublishAck {
     pub duplicate: bool,
 }
 
+/// The acknowledgements of a batch sent with [`Bus::send_batch`], possibly still on their way.
+#[derive(Debug)]
+pub struct PendingAcks(Pending);
+
+#[derive(Debug)]
+enum Pending {
+    Nats(NatsPendingAcks),
+    Stored(Vec<PublishAck>),
+}
+
+impl PendingAcks {
+    /// Every message's ack, in message order. On error some messages may be stored, and others
+    /// not; publishing the batch again is safe (deduplicated by id).
+    pub async fn wait(self) -> Result<Vec<PublishAck>, BusError> {
+        match self.0 {
+            Pending::Nats(pending) => pending.wait().await,
+            Pending::Stored(acks) => Ok(acks),
+        }
+    }
+}
+
 impl Bus {
     /// The in-process bus stored in the SQLite file at `url` (`sqlite::memory:` keeps nothing).
     pub async fn in_process(url: &str, subjects: Subjects) -> Result<Self, BusError> {
@@ -102,6 +123,16 @@ impl Bus {
             Bus::Nats(bus) => bus.publish_batch(messages).await,
             Bus::InProcess(bus) => bus.publish_batch(messages).await,
         }
+    }
+
+    /// Sends every message without waiting for the bus to store them: await [`PendingAcks::wait`]
+    /// for that. Lets a publisher prepare its next batch while this one's acks are on their way. The
+    /// in-process bus stores the batch before it returns.
+    pub async fn send_batch(&self, messages: &[BusMessage]) -> Result<PendingAcks, BusError> {
+        Ok(PendingAcks(match self {
+            Bus::Nats(bus) => Pending::Nats(bus.send_batch(messages).await?),
+            Bus::InProcess(bus) => Pending::Stored(bus.publish_batch(messages).await?),
+        }))
     }
 
     /// Binds to (creating if needed) the durable consumer described by `config`.

@@ -596,8 +596,7 @@ mod tests {
             .publish_batch(&[message("catalog", "b"), message("catalog", "c")])
             .await
             .unwrap();
-        let numbered: Vec<(u64, bool)> =
-            second.iter().map(|a| (a.sequence, a.duplicate)).collect();
+        let numbered: Vec<(u64, bool)> = second.iter().map(|a| (a.sequence, a.duplicate)).collect();
         assert_eq!(numbered, [(2, true), (3, false)]);
         let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM bus_messages")
             .fetch_one(&bus.inner.pool)

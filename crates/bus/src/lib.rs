@@ -12,7 +12,7 @@ mod relay;
 mod runner;
 mod subject;
 
-pub use bus::{Bus, BusConsumer, ConsumerConfig, Delivery, PublishAck};
+pub use bus::{Bus, BusConsumer, ConsumerConfig, Delivery, PendingAcks, PublishAck};
 pub use envelope::{
     BusMessage, DEAD_LETTER_REASON, IncomingEvent, MESSAGE_ID, ORIGINAL_SUBJECT, TRACEPARENT,
     TRACESTATE, decode_envelope, encode_envelope, stamped,

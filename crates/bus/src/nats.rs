@@ -1,5 +1,6 @@
 //! The NATS JetStream backend: a stream per service, `Nats-Msg-Id` dedupe, durable pull consumers.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -13,6 +14,11 @@ use crate::subject::{DEAD_LETTER_SERVICE, Subjects, validate_token};
 
 /// How long JetStream remembers message ids for dedupe. Beyond it, consumers' inboxes dedupe.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// Unacknowledged publishes one batch may have outstanding. async-nats holds a permit per unacked
+/// publish (5,000 per context) until its ack is awaited, and waits for a free one: a bigger batch
+/// would wait on itself forever. Half of that lets the relay keep two batches in flight.
+const MAX_UNACKED_PER_BATCH: usize = 2_500;
 
 #[derive(Debug, Clone)]
 pub struct NatsBus {
@@ -82,8 +88,23 @@ impl NatsBus {
         &self,
         messages: &[BusMessage],
     ) -> Result<Vec<PublishAck>, BusError> {
-        let mut pending = Vec::with_capacity(messages.len());
+        self.send_batch(messages).await?.wait().await
+    }
+
+    /// Sends every message and returns their acks still on the way, so the caller can prepare the
+    /// next batch meanwhile. Keeps at most `MAX_UNACKED_PER_BATCH` of them outstanding.
+    pub(crate) async fn send_batch(
+        &self,
+        messages: &[BusMessage],
+    ) -> Result<NatsPendingAcks, BusError> {
+        let mut batch = NatsPendingAcks {
+            acked: Vec::with_capacity(messages.len()),
+            pending: VecDeque::with_capacity(messages.len().min(MAX_UNACKED_PER_BATCH)),
+        };
         for message in messages {
+            if batch.pending.len() >= MAX_UNACKED_PER_BATCH {
+                batch.await_oldest().await?;
+            }
             let mut headers = HeaderMap::new();
             for (name, value) in &message.headers {
                 headers.insert(name.as_str(), value.as_str());
@@ -97,17 +118,9 @@ impl NatsBus {
                 .send_publish(message.subject.clone(), publish)
                 .await
                 .map_err(|e| BusError::nats("publish", e))?;
-            pending.push(ack);
+            batch.pending.push_back(ack);
         }
-        let mut acks = Vec::with_capacity(pending.len());
-        for ack in pending {
-            let ack = ack.await.map_err(|e| BusError::nats("publish ack", e))?;
-            acks.push(PublishAck {
-                sequence: ack.sequence,
-                duplicate: ack.duplicate,
-            });
-        }
-        Ok(acks)
+        Ok(batch)
     }
 
     pub async fn consumer(&self, config: ConsumerConfig) -> Result<NatsConsumer, BusError> {
@@ -132,6 +145,34 @@ impl NatsBus {
             .await
             .map_err(|e| BusError::nats("create consumer", e))?;
         Ok(NatsConsumer { consumer, config })
+    }
+}
+
+/// A sent batch's acks: those already awaited, then those still on their way, in message order.
+#[derive(Debug)]
+pub(crate) struct NatsPendingAcks {
+    acked: Vec<PublishAck>,
+    pending: VecDeque<jetstream::context::PublishAckFuture>,
+}
+
+impl NatsPendingAcks {
+    async fn await_oldest(&mut self) -> Result<(), BusError> {
+        if let Some(ack) = self.pending.pop_front() {
+            let ack = ack.await.map_err(|e| BusError::nats("publish ack", e))?;
+            self.acked.push(PublishAck {
+                sequence: ack.sequence,
+                duplicate: ack.duplicate,
+            });
+        }
+        Ok(())
+    }
+
+    /// Every ack of the batch, in message order; the first failure ends the wait.
+    pub(crate) async fn wait(mut self) -> Result<Vec<PublishAck>, BusError> {
+        while !self.pending.is_empty() {
+            self.await_oldest().await?;
+        }
+        Ok(self.acked)
     }
 }
 

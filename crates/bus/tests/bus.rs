@@ -108,6 +108,7 @@ on_every_bus!(
     replicas_of_one_durable_consumer_share_the_work,
     a_filtered_consumer_sees_only_its_subjects,
     relay_publishes_the_log_and_a_crash_before_the_checkpoint_duplicates_nothing,
+    relay_without_a_span_forwards_the_stored_trace_context,
     consumer_runner_handles_each_event_once_and_dead_letters_poison,
 );
 
@@ -384,6 +385,125 @@ async fn relay_publishes_the_log_and_a_crash_before_the_checkpoint_duplicates_no
         deliveries[0].subject,
         bus.subjects().event("approvals", "UpdateApproved")
     );
+}
+
+async fn relay_without_a_span_forwards_the_stored_trace_context(bus: &Bus) {
+    // No tracing subscriber in this test binary: the relay span is disabled.
+    let dir = TestSqlite::new();
+    let store = EventStore::connect(&dir.url("approvals.db")).await.unwrap();
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let traced = NewEvent::new("UpdateApproved", 1, b"traced".to_vec())
+        .trace_context(Some(traceparent.to_owned()), Some("vendor=abc".to_owned()));
+    let untraced = NewEvent::new("UpdateApproved", 1, b"untraced".to_vec());
+    store
+        .append("approval-1", ExpectedVersion::NoStream, &[traced, untraced])
+        .await
+        .unwrap();
+    let relay = Relay::new("approvals", store, bus.clone()).unwrap();
+    assert_eq!(relay.relay_pending().await.unwrap(), 2);
+
+    let mut consumer = bus.consumer(config("traced", "approvals")).await.unwrap();
+    let deliveries = fetch_n(&mut consumer, 2, Duration::from_secs(5)).await;
+    assert_eq!(deliveries.len(), 2);
+    assert_eq!(deliveries[0].header("traceparent"), Some(traceparent));
+    assert_eq!(deliveries[0].header("tracestate"), Some("vendor=abc"));
+    assert_eq!(deliveries[1].header("traceparent"), None);
+    assert_eq!(deliveries[1].header("tracestate"), None);
+}
+
+/// The relay keeps a batch's acks outstanding while it sends the next: a publish that JetStream
+/// refuses mid-way must stop it with the checkpoint at the end of the last batch whose every ack
+/// came in, and a restart must publish the rest without storing anything twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_publish_leaves_the_relay_checkpoint_at_the_last_acked_batch() {
+    use async_nats::jetstream::stream;
+
+    let Some(test_bus) = nats_bus().await else {
+        return;
+    };
+    let bus = test_bus.bus.clone();
+    let Bus::Nats(nats) = &bus else {
+        unreachable!("nats_bus makes a NATS bus")
+    };
+    let jetstream = async_nats::jetstream::new(nats.client().clone());
+    // Room for 6 messages, then JetStream refuses publishes (DiscardPolicy::New answers with an
+    // error ack instead of dropping old messages).
+    let limited = |max_messages| stream::Config {
+        name: bus.subjects().stream_name("limited"),
+        subjects: vec![bus.subjects().service_wildcard("limited")],
+        storage: stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        discard: stream::DiscardPolicy::New,
+        max_messages,
+        ..Default::default()
+    };
+    jetstream.create_stream(limited(6)).await.unwrap();
+
+    let (store, _dir) = store_with_events(10).await;
+    let relay = Relay::new("limited", store.clone(), bus.clone())
+        .unwrap()
+        .batch_size(4);
+    // Batch 1 (events 0-3) is acked; batch 2 (4-7) is refused from event 6 on, while batch 3
+    // (8-9) is already sent.
+    let error = relay.relay_pending().await.unwrap_err();
+    assert!(
+        matches!(error, patchbay_bus::BusError::Nats { .. }),
+        "{error}"
+    );
+    let first_batch = store.read_all(LogPosition::START, 4).await.unwrap();
+    assert_eq!(
+        store.load_checkpoint("relay").await.unwrap(),
+        first_batch[3].position
+    );
+
+    // With room again, the restarted relay publishes from batch 2 on: events 4 and 5 again
+    // (deduplicated by message id), then the rest.
+    jetstream.update_stream(limited(-1)).await.unwrap();
+    assert_eq!(relay.relay_pending().await.unwrap(), 6);
+    assert_eq!(relay.relay_pending().await.unwrap(), 0);
+    let info = jetstream
+        .get_stream(bus.subjects().stream_name("limited"))
+        .await
+        .unwrap()
+        .get_info()
+        .await
+        .unwrap();
+    assert_eq!(info.state.messages, 10);
+    let mut consumer = bus
+        .consumer(config("limited-check", "limited"))
+        .await
+        .unwrap();
+    let deliveries = fetch_n(&mut consumer, 11, Duration::from_secs(2)).await;
+    let payloads: Vec<_> = deliveries
+        .iter()
+        .map(|d| {
+            let event = patchbay_bus::decode_envelope(&d.subject, &d.payload).unwrap();
+            String::from_utf8(event.event.payload).unwrap()
+        })
+        .collect();
+    assert_eq!(payloads, (0..10).map(|i| i.to_string()).collect::<Vec<_>>());
+    bus.delete_stream("limited").await.unwrap();
+}
+
+/// async-nats lets a context have 5,000 publishes unacked and then waits for a free slot, which
+/// only awaiting an earlier ack frees: a batch bigger than that must not wait on itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_beyond_the_unacked_publish_limit_is_published() {
+    let Some(test_bus) = nats_bus().await else {
+        return;
+    };
+    let bus = &test_bus.bus;
+    let batch: Vec<_> = (0..6_000)
+        .map(|i| message(bus, "scanning", "E", &format!("big-{i}"), "x"))
+        .collect();
+    // A failure guard only: the batch takes well under a second.
+    let acks = tokio::time::timeout(Duration::from_secs(120), bus.publish_batch(&batch))
+        .await
+        .expect("the batch does not wait on itself")
+        .unwrap();
+    assert_eq!(acks.len(), 6_000);
+    assert!(acks.windows(2).all(|w| w[0].sequence < w[1].sequence));
+    assert!(acks.iter().all(|a| !a.duplicate));
 }
 
 /// Appends `InstallJobQueued` for every `UpdateApproved`, fails on demand.

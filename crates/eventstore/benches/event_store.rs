@@ -35,7 +35,7 @@ const DATABASE_URL_VAR: &str = "PATCHBAY_BENCH_DATABASE_URL";
 const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 const EVENTS_VAR: &str = "PATCHBAY_BENCH_EVENTS";
 /// Diagnostics only: SQL run on the fresh PostgreSQL database after migrating, before measuring,
-/// e.g. `DROP TRIGGER events_notify ON events`; see docs/benchmarks.md.
+/// e.g. `ALTER DATABASE ... SET synchronous_commit = off`; see docs/benchmarks.md.
 const PG_SETUP_VAR: &str = "PATCHBAY_BENCH_PG_SETUP";
 /// Diagnostics only: SQL run on each SQLite store's pool before measuring, e.g.
 /// `PRAGMA cache_size = -65536`. Sequential cases use one pooled connection, which it reaches.

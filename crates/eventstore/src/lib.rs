@@ -16,6 +16,7 @@
 
 mod error;
 mod event;
+mod notify;
 mod postgres;
 mod replay;
 mod seal;

@@ -1,8 +1,8 @@
 //! `EventStore`: one API over the PostgreSQL and SQLite backends, and `Transaction` for inbox + append.
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnection, PgListener, PgPool, PgPoolOptions};
@@ -18,6 +18,7 @@ use crate::event::{
     AppendResult, ExpectedVersion, LogPosition, NewEvent, RecordedEvent, Snapshot, StreamAppend,
     validate_append, validate_append_streams, validate_stream_id,
 };
+use crate::notify::{CHANNEL, Notifier};
 use crate::replay::Replay;
 use crate::subscription::Subscription;
 use crate::upcast::Upcasters;
@@ -64,11 +65,16 @@ pub struct EventStore {
 struct Inner {
     backend: Backend,
     upcasters: Upcasters,
-    /// Bumped after every commit that appended (SQLite) or every NOTIFY (PostgreSQL); wakes subscribers.
+    /// Bumped after every commit through this store that appended, and on PostgreSQL on every
+    /// NOTIFY from another store on the same database; wakes subscribers.
     appended: Arc<watch::Sender<u64>>,
     listener_running: Arc<AtomicBool>,
     /// Events this process appended through the store (for the metrics endpoint).
     appended_events: AtomicU64,
+    /// PostgreSQL: tells other processes' subscribers; started by the first append.
+    notifier: OnceLock<Notifier>,
+    /// The payload of this store's notifies, so its own listener can tell them from others'.
+    notify_id: String,
 }
 
 #[derive(Debug, Clone)]
@@ -126,6 +132,8 @@ impl EventStore {
                 appended: Arc::new(appended),
                 listener_running: Arc::new(AtomicBool::new(false)),
                 appended_events: AtomicU64::new(0),
+                notifier: OnceLock::new(),
+                notify_id: Uuid::new_v4().simple().to_string(),
             }),
         })
     }
@@ -181,8 +189,10 @@ impl EventStore {
             Backend::Postgres(pool) => {
                 let mut conn = pool.acquire().await?;
                 let result = postgres::append(&mut conn, stream_id, expected, events).await?;
+                drop(conn);
                 if !result.deduplicated {
                     self.count_appended(events.len());
+                    self.notify_appended();
                 }
                 Ok(result)
             }
@@ -365,13 +375,12 @@ impl EventStore {
         batch_size: usize,
     ) -> Result<Subscription, EventStoreError> {
         let position = self.load_checkpoint(name).await?;
-        self.ensure_listener();
         Ok(Subscription::new(
             self.clone(),
             name.to_owned(),
             position,
             batch_size.max(1),
-            self.inner.appended.subscribe(),
+            self.append_wake_ups(),
         ))
     }
 
@@ -383,21 +392,22 @@ impl EventStore {
         position: LogPosition,
         batch_size: usize,
     ) -> Subscription {
-        self.ensure_listener();
         Subscription::new(
             self.clone(),
             name.to_owned(),
             position,
             batch_size.max(1),
-            self.inner.appended.subscribe(),
+            self.append_wake_ups(),
         )
     }
 
     /// A receiver marked changed whenever events may have been appended (the same wake-ups
     /// subscriptions use); followers still poll, as a notification can be lost.
     pub(crate) fn append_wake_ups(&self) -> watch::Receiver<u64> {
+        // Receiver first: the listener task stops at once when it finds no receiver.
+        let wake_ups = self.inner.appended.subscribe();
         self.ensure_listener();
-        self.inner.appended.subscribe()
+        wake_ups
     }
 
     pub(crate) fn backend(&self) -> &Backend {
@@ -407,7 +417,12 @@ impl EventStore {
     /// Closes the pool; later calls fail.
     pub async fn close(&self) {
         match &self.inner.backend {
-            Backend::Postgres(pool) => pool.close().await,
+            Backend::Postgres(pool) => {
+                pool.close().await;
+                if let Some(notifier) = self.inner.notifier.get() {
+                    notifier.stopped().await;
+                }
+            }
             Backend::Sqlite(pool) => pool.close().await,
         }
     }
@@ -422,12 +437,21 @@ impl EventStore {
             .collect()
     }
 
+    /// After a commit that appended: wakes this store's subscribers, and on PostgreSQL has the
+    /// notifier tell other stores on the database (other replicas and services, other processes).
     fn notify_appended(&self) {
         self.inner.appended.send_modify(|n| *n = n.wrapping_add(1));
+        if let Backend::Postgres(pool) = &self.inner.backend {
+            self.inner
+                .notifier
+                .get_or_init(|| Notifier::start(pool.clone(), self.inner.notify_id.clone()))
+                .signal();
+        }
     }
 
-    /// On PostgreSQL, starts the task that turns `NOTIFY patchbay_events` into subscriber wake-ups.
-    /// Subscriptions also poll, so a lost listener only adds latency, never loses events.
+    /// On PostgreSQL, starts the task that turns `NOTIFY patchbay_events` from other stores into
+    /// subscriber wake-ups. Subscriptions also poll, so a lost listener only adds latency, never
+    /// loses events.
     fn ensure_listener(&self) {
         let Backend::Postgres(pool) = &self.inner.backend else {
             return;
@@ -438,10 +462,11 @@ impl EventStore {
         let pool = pool.clone();
         let appended = Arc::clone(&self.inner.appended);
         let running = Arc::clone(&self.inner.listener_running);
+        let own_id = self.inner.notify_id.clone();
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
-            while !appended.is_closed() {
-                match listen(&pool, &appended).await {
+            while !appended.is_closed() && !pool.is_closed() {
+                match listen(&pool, &appended, &own_id).await {
                     Ok(()) => break,
                     Err(error) => {
                         tracing::warn!(%error, "event notification listener failed; subscribers poll until it reconnects");
@@ -455,16 +480,25 @@ impl EventStore {
     }
 }
 
-/// Forwards notifications until every subscriber is gone.
-async fn listen(pool: &PgPool, appended: &watch::Sender<u64>) -> Result<(), sqlx::Error> {
+/// Forwards notifications from other stores until every subscriber is gone.
+async fn listen(
+    pool: &PgPool,
+    appended: &watch::Sender<u64>,
+    own_id: &str,
+) -> Result<(), sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen("patchbay_events").await?;
+    listener.listen(CHANNEL).await?;
+    // Events appended before LISTEN took effect were not announced to this listener.
+    appended.send_modify(|n| *n = n.wrapping_add(1));
     loop {
         tokio::select! {
             () = appended.closed() => return Ok(()),
             notification = listener.try_recv() => {
                 // None: the connection was lost and re-established; events may have been missed, so wake.
-                let _ = notification?;
+                // This store's own notifies: its subscribers were woken at commit already.
+                if notification?.is_some_and(|n| n.payload() == own_id) {
+                    continue;
+                }
                 appended.send_modify(|n| *n = n.wrapping_add(1));
             }
         }
@@ -606,18 +640,14 @@ impl Transaction {
     }
 
     pub async fn commit(self) -> Result<(), EventStoreError> {
-        let appended_events = self.appended_events;
-        let store = self.store.clone();
         match self.inner {
             TxInner::Postgres(tx) => tx.commit().await?,
-            TxInner::Sqlite(tx) => {
-                tx.commit().await?;
-                if self.appended {
-                    self.store.notify_appended();
-                }
-            }
+            TxInner::Sqlite(tx) => tx.commit().await?,
         }
-        store.count_appended(appended_events);
+        if self.appended {
+            self.store.notify_appended();
+        }
+        self.store.count_appended(self.appended_events);
         Ok(())
     }
 
