@@ -41,10 +41,20 @@ async fn register(
     hostname: &str,
     inventory: scanning::Inventory,
 ) -> Device {
+    register_in(agents, hostname, &[], inventory).await
+}
+
+/// Registers a device in `groups` and reports `inventory`.
+async fn register_in(
+    agents: &mut AgentServiceClient<Channel>,
+    hostname: &str,
+    groups: &[&str],
+    inventory: scanning::Inventory,
+) -> Device {
     let registered = agents
         .register(scanning::RegisterRequest {
             hostname: hostname.into(),
-            groups: vec![],
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
         })
         .await
         .unwrap()
@@ -70,32 +80,19 @@ pub async fn register_old_openssl(
     hostname: &str,
     group: &str,
 ) -> String {
-    let registered = agents
-        .register(scanning::RegisterRequest {
-            hostname: hostname.into(),
-            groups: vec![group.into()],
-        })
+    let inventory = scanning::Inventory {
+        native_architecture: "amd64".into(),
+        packages: vec![scanning::InstalledPackage {
+            name: "openssl".into(),
+            version: "3.0.11-1~deb12u2".into(),
+            architecture: "amd64".into(),
+        }],
+        apt_suites: vec!["bookworm-security".into()],
+        ..Default::default()
+    };
+    register_in(agents, hostname, &[group], inventory)
         .await
-        .unwrap()
-        .into_inner();
-    agents
-        .report_inventory(scanning::ReportInventoryRequest {
-            device_id: registered.device_id.clone(),
-            credential: registered.credential,
-            inventory: Some(scanning::Inventory {
-                native_architecture: "amd64".into(),
-                packages: vec![scanning::InstalledPackage {
-                    name: "openssl".into(),
-                    version: "3.0.11-1~deb12u2".into(),
-                    architecture: "amd64".into(),
-                }],
-                apt_suites: vec!["bookworm-security".into()],
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap();
-    registered.device_id
+        .device_id
 }
 
 /// Polls `check` until it returns `Some`, for up to 20 s.
