@@ -57,8 +57,8 @@ fn request_histogram() -> Histogram {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("patchbay");
-        let metrics = Self {
+        let mut metrics = Self {
+            registry: Registry::with_prefix("patchbay"),
             events_appended: Family::default(),
             relay_lag: Family::default(),
             consumer_pending: Family::default(),
@@ -68,8 +68,8 @@ impl Default for Metrics {
             dependency_up: Family::default(),
             ready: Gauge::default(),
             requests: Family::new_with_constructor(request_histogram),
-            registry: Registry::default(),
         };
+        let registry = &mut metrics.registry;
         registry.register(
             "events_appended",
             "Events this process appended to the service's log",
@@ -115,10 +115,7 @@ impl Default for Metrics {
             "gRPC requests by method and status code, until the response headers",
             metrics.requests.clone(),
         );
-        Self {
-            registry,
-            ..metrics
-        }
+        metrics
     }
 }
 
@@ -254,6 +251,30 @@ impl Monitor {
         .await;
     }
 
+    /// A fresh sample and the job counts (which only the metrics need), as Prometheus text.
+    async fn scrape(&self) -> String {
+        self.refresh().await;
+        self.count_jobs();
+        self.inner.metrics.encode()
+    }
+
+    /// Jobs by state, from the installing view when this host runs it.
+    fn count_jobs(&self) {
+        if let Some(installing) = &self.inner.installing {
+            let mut counts = [0_i64; 6];
+            for job in installing.view().jobs.values() {
+                counts[job_state_index(job.status)] += 1;
+            }
+            for (index, count) in counts.into_iter().enumerate() {
+                self.inner
+                    .metrics
+                    .jobs
+                    .get_or_create(&vec![("state", JOB_STATES[index].to_owned())])
+                    .set(count);
+            }
+        }
+    }
+
     async fn set_readiness(&self, status: ServingStatus) {
         let health = &self.inner.health;
         health.set_service_status("", status).await;
@@ -344,18 +365,6 @@ impl Monitor {
             .dependency_up
             .get_or_create(&vec![("dependency", "bus".to_owned())])
             .set(i64::from(bus_up));
-        if let Some(installing) = &inner.installing {
-            let mut counts = [0_i64; 6];
-            for job in installing.view().jobs.values() {
-                counts[job_state_index(job.status)] += 1;
-            }
-            for (index, count) in counts.into_iter().enumerate() {
-                metrics
-                    .jobs
-                    .get_or_create(&vec![("state", JOB_STATES[index].to_owned())])
-                    .set(count);
-            }
-        }
         Sample {
             databases_up,
             bus_up,
@@ -402,13 +411,12 @@ pub async fn serve_metrics(
         axum::routing::get(move || {
             let monitor = monitor.clone();
             async move {
-                monitor.refresh().await;
                 (
                     [(
                         CONTENT_TYPE,
                         "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     )],
-                    monitor.inner.metrics.encode(),
+                    monitor.scrape().await,
                 )
             }
         }),

@@ -17,7 +17,9 @@ use patchbay_testkit::{TestPostgres, nats_url};
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::helpers::import_apt;
-use crate::installing::{OPENSSL, eventually_within, register_old_openssl};
+use crate::installing::{
+    OPENSSL, create_install_required_task, eventually_within, register_old_openssl,
+};
 use crate::processes::{Service, metric, serve};
 
 /// catalog, approvals, two scanning and two installing processes, each service on its own database.
@@ -72,22 +74,11 @@ impl Topology {
             "bookworm-security",
         )
         .await;
-        let task_id = InstallingServiceClient::connect(installing[1].url())
+        let mut installing_client = InstallingServiceClient::connect(installing[1].url())
             .await
-            .unwrap()
-            .create_task(installing::CreateTaskRequest {
-                name: "Install required updates and fix vulnerabilities".into(),
-                kind: installing::TaskKind::InstallRequired as i32,
-                rules: Some(installing::InstallRules::default()),
-                targets: Some(installing::InstallTargets {
-                    all_devices: true,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
+            .unwrap();
+        let task_id = create_install_required_task(&mut installing_client)
             .await
-            .unwrap()
-            .into_inner()
             .task_id;
         Some(Self {
             nats,

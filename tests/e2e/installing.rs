@@ -73,6 +73,26 @@ async fn register_in(
     }
 }
 
+/// Creates "Install required updates and fix vulnerabilities" for all devices, default rules.
+pub async fn create_install_required_task(
+    installing: &mut InstallingServiceClient<Channel>,
+) -> pb::InstallTask {
+    installing
+        .create_task(pb::CreateTaskRequest {
+            name: "Install required updates and fix vulnerabilities".into(),
+            kind: pb::TaskKind::InstallRequired as i32,
+            rules: Some(pb::InstallRules::default()),
+            targets: Some(pb::InstallTargets {
+                all_devices: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// Registers a device in `group` that runs openssl 3.0.11 (so it requires [`OPENSSL`]) and reports
 /// its inventory; returns its id.
 pub async fn register_old_openssl(
@@ -201,20 +221,7 @@ pub async fn install_scenario(urls: &Urls) -> Device {
     let mut installing = InstallingServiceClient::connect(urls.installing.clone())
         .await
         .unwrap();
-    let task = installing
-        .create_task(pb::CreateTaskRequest {
-            name: "Install required updates and fix vulnerabilities".into(),
-            kind: pb::TaskKind::InstallRequired as i32,
-            rules: Some(pb::InstallRules::default()),
-            targets: Some(pb::InstallTargets {
-                all_devices: true,
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let task = create_install_required_task(&mut installing).await;
 
     // Scan until the scanning service has indexed the whole catalog.
     let scans = ScanningServiceClient::connect(urls.scanning.clone())

@@ -2,6 +2,8 @@
 //! and the metrics endpoint report.
 
 use async_nats::connection::State as ConnectionState;
+use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::stream::ConsumerErrorKind;
 
 use crate::bus::Bus;
 use crate::error::BusError;
@@ -52,23 +54,30 @@ async fn nats_lag(
     name: &str,
     service: &str,
 ) -> Result<Option<ConsumerLag>, BusError> {
-    let jetstream = async_nats::jetstream::new(bus.client().clone());
-    let stream = match jetstream
-        .get_stream(bus.subjects().stream_name(service))
+    // One request: the consumer's info, which the lookup fetches anyway.
+    let consumer: async_nats::jetstream::consumer::PullConsumer = match bus
+        .jetstream()
+        .get_consumer_from_stream(name, bus.subjects().stream_name(service))
         .await
     {
-        Ok(stream) => stream,
-        Err(error) if error.to_string().contains("not found") => return Ok(None),
-        Err(error) => return Err(BusError::nats("get stream", error)),
-    };
-    let info = match stream.consumer_info(name).await {
-        Ok(info) => info,
-        Err(error) if error.to_string().contains("not found") => return Ok(None),
+        Ok(consumer) => consumer,
+        // Not created yet (the runner creates stream and consumer when it binds).
+        Err(error) if is_not_found(error.kind()) => return Ok(None),
         Err(error) => return Err(BusError::nats("consumer info", error)),
     };
+    let info = consumer.cached_info();
     Ok(Some(ConsumerLag {
         pending: info.num_pending,
         ack_pending: u64::try_from(info.num_ack_pending).unwrap_or(0),
         redelivered: u64::try_from(info.num_redelivered).unwrap_or(0),
     }))
+}
+
+fn is_not_found(kind: ConsumerErrorKind) -> bool {
+    matches!(
+        kind,
+        ConsumerErrorKind::JetStream(error)
+            if error.error_code() == ErrorCode::CONSUMER_NOT_FOUND
+                || error.error_code() == ErrorCode::STREAM_NOT_FOUND
+    )
 }

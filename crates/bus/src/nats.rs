@@ -51,6 +51,11 @@ impl NatsBus {
         &self.subjects
     }
 
+    /// The JetStream context, for the consumer backlog health checks ask for.
+    pub(crate) fn jetstream(&self) -> &jetstream::Context {
+        &self.jetstream
+    }
+
     /// The raw client, for benchmarks that compare the relay with plain publishing.
     pub fn client(&self) -> &async_nats::Client {
         &self.client

@@ -110,6 +110,7 @@ on_every_bus!(
     relay_publishes_the_log_and_a_crash_before_the_checkpoint_duplicates_nothing,
     relay_without_a_span_forwards_the_stored_trace_context,
     consumer_runner_handles_each_event_once_and_dead_letters_poison,
+    consumer_lag_counts_what_a_consumer_has_not_handled,
 );
 
 fn message(bus: &Bus, service: &str, event_type: &str, id: &str, body: &str) -> BusMessage {
@@ -765,4 +766,51 @@ async fn postgres_relay_to_nats_and_consumer_into_postgres_handles_each_event_on
         installing.count_after(LogPosition::START).await.unwrap(),
         50
     );
+}
+
+async fn consumer_lag_counts_what_a_consumer_has_not_handled(bus: &Bus) {
+    assert!(bus.is_connected());
+    // Not bound yet: no backlog to report.
+    assert_eq!(bus.consumer_lag("lagging", "catalog").await.unwrap(), None);
+    bus.ensure_stream("catalog").await.unwrap();
+    let batch: Vec<_> = (0..5)
+        .map(|i| message(bus, "catalog", "UpdatePublished", &format!("l{i}"), "x"))
+        .collect();
+    bus.publish_batch(&batch).await.unwrap();
+    let mut consumer = bus.consumer(config("lagging", "catalog")).await.unwrap();
+    let lag = bus
+        .consumer_lag("lagging", "catalog")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((lag.pending, lag.ack_pending, lag.redelivered), (5, 0, 0));
+
+    let fetched = fetch_n(&mut consumer, 2, Duration::from_secs(10)).await;
+    assert_eq!(fetched.len(), 2);
+    let lag = bus
+        .consumer_lag("lagging", "catalog")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((lag.pending, lag.ack_pending), (3, 2));
+    for delivery in &fetched {
+        delivery.ack().await.unwrap();
+    }
+    // JetStream applies acks asynchronously: wait for the backlog to shrink.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let lag = bus
+            .consumer_lag("lagging", "catalog")
+            .await
+            .unwrap()
+            .unwrap();
+        if lag.backlog() == 3 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "backlog stayed at {lag:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
