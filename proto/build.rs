@@ -30,6 +30,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&descriptors),
     )?;
     tonic_prost_build::configure()
+        // Read models hold messages and are snapshotted with serde (docs/audit.md, "Snapshots").
+        .type_attribute(".", "#[derive(serde::Serialize, serde::Deserialize)]")
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;

@@ -9,18 +9,21 @@ use std::time::Duration;
 use anyhow::Context as _;
 use patchbay_approvals::Approvals;
 use patchbay_approvals::observer::{self as approvals_observer, CatalogObserver};
+use patchbay_approvals::view::ApprovalsView;
 use patchbay_bus::{Bus, ConsumerConfig, ConsumerRunner, EventHandler, Relay};
 use patchbay_catalog::Catalog;
 use patchbay_catalog::approvals::{self as catalog_approvals, ApprovalRecorder};
 use patchbay_catalog::installs::{self as catalog_installs, InstallResultRecorder};
 use patchbay_catalog::stats::{self, DeviceRequirementsRecorder};
 use patchbay_catalog::wsus::{self as catalog_wsus, WsusRecorder};
-use patchbay_eventstore::{EventStore, Sealer};
+use patchbay_eventstore::{EventStore, Sealer, Snapshottable, Snapshotter};
 use patchbay_installing::Installing;
 use patchbay_installing::observer::OBSERVERS as INSTALLING_OBSERVERS;
+use patchbay_installing::view::InstallingView;
 use patchbay_scanning::Scanning;
 use patchbay_scanning::indexer::{self, CatalogIndexer};
 use patchbay_scanning::install_guard::{self, InstallGuard};
+use patchbay_scanning::view::ScanningView;
 use patchbay_wsus_sync::content::{self as wsus_content, ContentRequester, Downloader};
 use patchbay_wsus_sync::{SyncOptions, WsusSync};
 use tokio::net::TcpListener;
@@ -38,6 +41,10 @@ pub struct Operations {
     pub metrics_listen: Option<SocketAddr>,
     /// Longest a graceful shutdown may take before the process gives up on in-flight work.
     pub shutdown_timeout: Duration,
+    /// Events between snapshots of the read models `audit state --at` replays.
+    pub snapshot_every: u64,
+    /// How often the snapshotter takes a time mark and looks for due snapshots.
+    pub snapshot_interval: Duration,
 }
 
 impl Default for Operations {
@@ -45,7 +52,25 @@ impl Default for Operations {
         Self {
             metrics_listen: None,
             shutdown_timeout: Duration::from_secs(20),
+            snapshot_every: patchbay_eventstore::DEFAULT_SNAPSHOT_EVERY,
+            snapshot_interval: patchbay_eventstore::DEFAULT_MARK_INTERVAL,
         }
+    }
+}
+
+/// Snapshots the read models `audit state --at` rebuilds, beside the service that owns the log.
+fn spawn_snapshotter(work: &mut Tasks<'_>, service: &str, store: &EventStore, ops: &Operations) {
+    fn spawn<P: Snapshottable>(work: &mut Tasks<'_>, store: &EventStore, ops: &Operations) {
+        let snapshotter = Snapshotter::<P>::new(store.clone())
+            .every(ops.snapshot_every)
+            .interval(ops.snapshot_interval);
+        work.spawn(|token| async move { Ok(snapshotter.run(token).await?) });
+    }
+    match service {
+        "approvals" => spawn::<ApprovalsView>(work, store, ops),
+        "scanning" => spawn::<ScanningView>(work, store, ops),
+        "installing" => spawn::<InstallingView>(work, store, ops),
+        _ => {}
     }
 }
 
@@ -170,6 +195,9 @@ impl Host {
             publishing.spawn(|token| async move { Ok(sealer.run(token).await?) });
         }
         self.spawn_services(&mut work).await?;
+        for (service, store) in &self.stores {
+            spawn_snapshotter(&mut work, service, store, &self.operations);
+        }
 
         let metrics = Arc::new(Metrics::default());
         let health = tonic_health::server::HealthReporter::new();

@@ -24,6 +24,7 @@ pub struct SettingsFile {
     pub subject_prefix: Option<String>,
     pub content_dir: Option<PathBuf>,
     pub shutdown_timeout: Option<u64>,
+    pub snapshot_every: Option<u64>,
 }
 
 /// Why the settings file cannot be used.

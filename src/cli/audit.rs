@@ -21,6 +21,9 @@ pub enum AuditCommand {
         /// Only this device.
         #[arg(long)]
         device: Option<String>,
+        /// Replay every log from its first event, ignoring snapshots (same answer, slower).
+        #[arg(long)]
+        from_zero: bool,
     },
     /// Every event that led to an update's, a device's or a CVE's current state, across services in
     /// time order, with the time to remediate per device.
@@ -44,12 +47,18 @@ pub enum AuditCommand {
 pub async fn run(args: &ClientArgs, command: AuditCommand) -> anyhow::Result<()> {
     let mut client = AuditServiceClient::new(args.channel().await?);
     match command {
-        AuditCommand::State { at, update, device } => {
+        AuditCommand::State {
+            at,
+            update,
+            device,
+            from_zero,
+        } => {
             let state = client
                 .state_at(pb::StateAtRequest {
                     at,
                     update_id: update.unwrap_or_default(),
                     device_id: device.unwrap_or_default(),
+                    from_zero,
                 })
                 .await
                 .map_err(super::status_error)?

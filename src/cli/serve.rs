@@ -34,6 +34,16 @@ pub struct CommonArgs {
         default_value_t = 20
     )]
     pub shutdown_timeout: u64,
+    /// Events between two snapshots of the approvals, scanning and installing read models, which
+    /// make `audit state --at` fast on long logs.
+    #[arg(
+        long,
+        env = "PATCHBAY_SNAPSHOT_EVERY",
+        value_name = "EVENTS",
+        default_value_t = patchbay_eventstore::DEFAULT_SNAPSHOT_EVERY,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub snapshot_every: u64,
     /// Log line format on stderr.
     #[arg(
         long,
@@ -63,6 +73,12 @@ impl CommonArgs {
             &mut self.shutdown_timeout,
             file.shutdown_timeout,
         );
+        layer(
+            matches,
+            "snapshot_every",
+            &mut self.snapshot_every,
+            file.snapshot_every,
+        );
         layer(matches, "log_format", &mut self.log_format, file.log_format);
         Ok(file)
     }
@@ -71,6 +87,8 @@ impl CommonArgs {
         Operations {
             metrics_listen: self.metrics_listen,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
+            snapshot_every: self.snapshot_every,
+            ..Operations::default()
         }
     }
 }

@@ -161,6 +161,7 @@ impl AuditService for AuditApi {
         let query = StateQuery {
             update_id: non_empty(request.update_id),
             device_id: non_empty(request.device_id),
+            from_zero: request.from_zero,
         };
         let state = state_at(&self.stores, at, &query, &self.decoder)
             .await

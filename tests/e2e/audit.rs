@@ -194,6 +194,7 @@ async fn events_are_listed_decoded_filtered_and_followed() {
         at,
         update_id: update_id.clone(),
         device_id: String::new(),
+        from_zero: false,
     };
     let then = audit
         .state_at(state_at(decision.recorded_at.clone()))
@@ -221,6 +222,7 @@ async fn events_are_listed_decoded_filtered_and_followed() {
             at: chrono::Utc::now().to_rfc3339(),
             update_id: "deb:nosuch:1:amd64".into(),
             device_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -234,6 +236,7 @@ async fn events_are_listed_decoded_filtered_and_followed() {
             at: chrono::Utc::now().to_rfc3339(),
             update_id: String::new(),
             device_id: "no-such-device".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -250,6 +253,7 @@ async fn events_are_listed_decoded_filtered_and_followed() {
             at: chrono::Utc::now().to_rfc3339(),
             update_id: undecided,
             device_id: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -29,11 +29,16 @@ impl TestApp {
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Default::default()).await
+}
+
+/// The embedded server with these operational settings (snapshot cadence, shutdown bound, ...).
+pub async fn spawn_app_with(operations: patchbay::host::Operations) -> TestApp {
     let data = TestSqlite::new();
     let config = EmbeddedConfig {
         data_dir: data.dir.path().join("patchbay-data"),
         listen: "127.0.0.1:0".parse().unwrap(),
-        operations: Default::default(),
+        operations,
     };
     let server = EmbeddedServer::build(&config).await.unwrap();
     let address = server.local_addr().unwrap();

@@ -19,7 +19,9 @@ use patchbay_proto::scanning::v1::agent_service_client::AgentServiceClient;
 use patchbay_proto::scanning::v1::scanning_service_client::ScanningServiceClient;
 use tonic::transport::Channel;
 
-use crate::helpers::{fixture, import_apt, spawn_app};
+use patchbay::host::Operations;
+
+use crate::helpers::{fixture, import_apt, spawn_app_with};
 
 pub const OPENSSL: &str = "deb:openssl:3.0.17-1~deb12u2:amd64";
 
@@ -422,8 +424,15 @@ pub async fn install_scenario(urls: &Urls) -> Device {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approve_install_and_report_in_embedded_mode() {
-    let app = spawn_app().await;
+    // Snapshots every few events, so that time travel below starts from them.
+    let app = spawn_app_with(Operations {
+        snapshot_every: 4,
+        snapshot_interval: Duration::from_millis(100),
+        ..Operations::default()
+    })
+    .await;
     let url = app.url();
+    let started = chrono::Utc::now();
     install_scenario(&Urls {
         catalog: url.clone(),
         approvals: url.clone(),
@@ -504,5 +513,45 @@ async fn approve_install_and_report_in_embedded_mode() {
             .iter()
             .any(|r| r.service == "installing" && r.events > 0)
     );
+
+    // Time travel from snapshots answers as a replay from zero, at moments all through the run.
+    let state_at = |at: chrono::DateTime<chrono::Utc>, from_zero| {
+        let mut audit = audit.clone();
+        async move {
+            // A moment before the first event is refused the same way by both.
+            match audit
+                .state_at(audit_pb::StateAtRequest {
+                    at: at.to_rfc3339(),
+                    from_zero,
+                    ..Default::default()
+                })
+                .await
+            {
+                Ok(state) => {
+                    let mut state = state.into_inner();
+                    (std::mem::take(&mut state.replayed), Ok(state))
+                }
+                Err(status) => (
+                    Vec::new(),
+                    Err((status.code(), status.message().to_owned())),
+                ),
+            }
+        }
+    };
+    let finished = chrono::Utc::now();
+    eventually("snapshots of every read model", || async {
+        let (replayed, _) = state_at(chrono::Utc::now(), false).await;
+        (replayed.iter().filter(|r| r.contains("snapshot")).count() == 3).then_some(())
+    })
+    .await;
+    let mut from_snapshots = 0;
+    for step in 1..=12 {
+        let at = started + (finished - started) * step / 12;
+        let (replayed, fast) = state_at(at, false).await;
+        let (_, slow) = state_at(at, true).await;
+        assert_eq!(fast, slow, "at {at}: {replayed:?}");
+        from_snapshots += replayed.iter().filter(|r| r.contains("snapshot")).count();
+    }
+    assert!(from_snapshots > 0, "no answer started from a snapshot");
     app.stop().await.unwrap();
 }

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use patchbay_approvals::view::ApprovalsView;
-use patchbay_eventstore::{EventStore, EventStoreError, LogPosition, Projection, RecordedEvent};
+use patchbay_eventstore::{AsOfError, EventStore, EventStoreError, Snapshottable, load_as_of};
 use patchbay_installing::domain::state::JobStatus;
 use patchbay_installing::view::InstallingView;
 use patchbay_proto::approvals::v1::ApprovalStatus;
@@ -13,9 +13,6 @@ use patchbay_scanning::view::ScanningView;
 use prost::Message as _;
 
 use crate::EventDecoder;
-
-/// Events read per page while replaying.
-const PAGE: usize = 5_000;
 
 /// Why a state cannot be rebuilt.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +50,9 @@ pub enum StateError {
 pub struct StateQuery {
     pub update_id: Option<String>,
     pub device_id: Option<String>,
+    /// Replay every log from its first event, ignoring snapshots (slow on long logs; for whoever
+    /// wants the answer without trusting the snapshot cache).
+    pub from_zero: bool,
 }
 
 /// Parses `--at` and refuses the future.
@@ -69,43 +69,31 @@ pub fn parse_at(at: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, StateErro
     Ok(parsed)
 }
 
-/// Replays `store` into a fresh `P` with every event recorded at or before `at`; returns the
-/// projection, how many events it applied and the time of the log's first event.
-async fn replay_until<P: Projection>(
+/// Rebuilds `P` from every event of `store` recorded at or before `at` (from a snapshot when
+/// allowed); returns the projection, a line saying what was replayed and the log's first time.
+async fn replay_until<P: Snapshottable>(
     service: &'static str,
     store: &EventStore,
     at: DateTime<Utc>,
-) -> Result<(P, u64, Option<DateTime<Utc>>), StateError> {
-    let mut projection = P::default();
-    let mut applied = 0;
-    let mut first = None;
-    let mut pages = store.replay(LogPosition::START, PAGE);
-    let read_error = |source| StateError::Store { service, source };
-    while let Some(page) = pages.next_page().await.map_err(read_error)? {
-        for event in &page {
-            first = Some(first.map_or(event.recorded_at, |f: DateTime<Utc>| {
-                f.min(event.recorded_at)
-            }));
-            // Commit order and recorded_at can differ by moments across concurrent writers, so
-            // the whole log is read rather than stopping at the first later event.
-            if event.recorded_at <= at {
-                apply(&mut projection, event, service)?;
-                applied += 1;
-            }
-        }
-    }
-    Ok((projection, applied, first))
-}
-
-fn apply<P: Projection>(
-    projection: &mut P,
-    event: &RecordedEvent,
-    service: &'static str,
-) -> Result<(), StateError> {
-    projection.apply(event).map_err(|e| StateError::Apply {
-        service,
-        reason: e.to_string(),
-    })
+    use_snapshots: bool,
+) -> Result<(P, String, Option<DateTime<Utc>>), StateError> {
+    let as_of = load_as_of::<P>(store, at, use_snapshots)
+        .await
+        .map_err(|error| match error {
+            AsOfError::Store(source) => StateError::Store { service, source },
+            AsOfError::Apply(error) => StateError::Apply {
+                service,
+                reason: error.to_string(),
+            },
+        })?;
+    let replayed = match &as_of.snapshot {
+        Some(snapshot) => format!(
+            "{service}={} (snapshot of {} events at position {}, then {} read)",
+            as_of.applied, snapshot.events_applied, snapshot.position.global_position, as_of.read
+        ),
+        None => format!("{service}={}", as_of.applied),
+    };
+    Ok((as_of.projection, replayed, as_of.first_recorded_at))
 }
 
 /// Rebuilds the state at `at` from the hosted logs.
@@ -130,10 +118,10 @@ pub async fn state_at(
     for (service, store) in stores {
         match *service {
             "approvals" => {
-                let (view, applied, first) =
-                    replay_until::<ApprovalsView>(service, store, at).await?;
+                let (view, replayed, first) =
+                    replay_until::<ApprovalsView>(service, store, at, !query.from_zero).await?;
                 note_first(first);
-                response.replayed.push(format!("{service}={applied}"));
+                response.replayed.push(replayed);
                 if let Some(update_id) = &query.update_id
                     && !view.updates.contains_key(update_id)
                     && !view.approvals.contains_key(update_id)
@@ -146,10 +134,10 @@ pub async fn state_at(
                 approvals_at(&view, query, &mut response);
             }
             "scanning" => {
-                let (view, applied, first) =
-                    replay_until::<ScanningView>(service, store, at).await?;
+                let (view, replayed, first) =
+                    replay_until::<ScanningView>(service, store, at, !query.from_zero).await?;
                 note_first(first);
-                response.replayed.push(format!("{service}={applied}"));
+                response.replayed.push(replayed);
                 if let Some(device_id) = &query.device_id
                     && !view.devices.contains_key(device_id)
                 {
@@ -161,10 +149,10 @@ pub async fn state_at(
                 devices_at(&view, query, &mut response);
             }
             "installing" => {
-                let (view, applied, first) =
-                    replay_until::<InstallingView>(service, store, at).await?;
+                let (view, replayed, first) =
+                    replay_until::<InstallingView>(service, store, at, !query.from_zero).await?;
                 note_first(first);
-                response.replayed.push(format!("{service}={applied}"));
+                response.replayed.push(replayed);
                 installing_view = Some(view);
             }
             _ => {}

@@ -99,7 +99,19 @@ pub struct RecordedEvent {
 ///
 /// On PostgreSQL `commit_id` is the appending transaction's id (`xid8`), which orders events by the
 /// transaction that wrote them; on SQLite writers are serialised, so it is always 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct LogPosition {
     pub commit_id: u64,
     pub global_position: u64,

@@ -20,6 +20,7 @@ mod notify;
 mod postgres;
 mod replay;
 mod seal;
+mod snapshot;
 mod sqlite;
 mod store;
 mod subscription;
@@ -37,6 +38,11 @@ pub use replay::Replay;
 pub use seal::{
     ChainHead, DEFAULT_SEAL_BATCH, DEFAULT_SEAL_LINGER, EVENTS_PER_SEAL, GENESIS_DIGEST,
     SealProgress, Sealer, chain_digest, content_digest,
+};
+pub use snapshot::{
+    AsOf, AsOfError, DEFAULT_MARK_INTERVAL, DEFAULT_SNAPSHOT_EVERY, SnapshotError, SnapshotInfo,
+    SnapshotPass, Snapshottable, Snapshotter, TimeMark, latest_time_mark, load_as_of,
+    take_time_mark, time_mark_at_or_after,
 };
 pub use store::{EventStore, SqliteDurability, StoreOptions, Transaction};
 pub use subscription::Subscription;

@@ -5,9 +5,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use patchbay_eventstore::{
-    EventStore, EventStoreError, ExpectedVersion, LogPosition, NewEvent, Snapshot, StoreOptions,
-    StreamAppend, Upcasters,
+    EventStore, EventStoreError, ExpectedVersion, LogPosition, NewEvent, Projection, RecordedEvent,
+    Snapshot, Snapshottable, Snapshotter, StoreOptions, StreamAppend, Upcasters, load_as_of,
 };
 use patchbay_testkit::{TestPostgres, TestSqlite};
 
@@ -89,6 +90,7 @@ on_every_backend!(
     a_batch_of_inbox_rows_reports_which_events_are_new,
     a_large_batch_keeps_versions_and_positions_in_step,
     replay_reads_ahead_and_returns_what_read_all_returns,
+    snapshots_and_time_marks_answer_as_a_replay_from_zero,
 );
 
 async fn multi_stream_appends_are_all_or_nothing_with_per_stream_semantics(store: EventStore) {
@@ -863,4 +865,116 @@ async fn replay_reads_ahead_and_returns_what_read_all_returns(store: EventStore)
     assert_eq!(early.next_page().await.unwrap().unwrap().len(), 1);
     drop(early);
     assert_eq!(store.read_all(LogPosition::START, 100).await.unwrap(), all);
+}
+
+/// A read model for snapshot tests: the payloads applied, in order.
+#[derive(Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Payloads(Vec<String>);
+
+impl Projection for Payloads {
+    type Error = std::convert::Infallible;
+    fn apply(&mut self, event: &RecordedEvent) -> Result<(), Self::Error> {
+        self.0
+            .push(String::from_utf8_lossy(&event.payload).into_owned());
+        Ok(())
+    }
+}
+
+impl Snapshottable for Payloads {
+    const NAME: &'static str = "payloads";
+    const FORMAT: u32 = 1;
+}
+
+/// A moment strictly between what was recorded before it and what is recorded after it.
+async fn moment() -> DateTime<Utc> {
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let now = Utc::now();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    now
+}
+
+/// Given a log written in rounds with a snapshotter pass after each, when the state at each
+/// round's end is rebuilt from snapshots and time marks, then it is what a replay from zero gives,
+/// and the later questions read only a stretch of the log.
+async fn snapshots_and_time_marks_answer_as_a_replay_from_zero(store: EventStore) {
+    let snapshotter = Snapshotter::<Payloads>::new(store.clone()).every(3);
+    let mut expected = Vec::new();
+    let mut moments = Vec::new();
+    let before_everything = moment().await;
+    for round in 0..6 {
+        let batch = [
+            event("E", &format!("{round}a")),
+            event("E", &format!("{round}b")),
+        ];
+        store
+            .append(&format!("round-{round}"), ExpectedVersion::NoStream, &batch)
+            .await
+            .unwrap();
+        settled(&store).await;
+        expected.extend([format!("{round}a"), format!("{round}b")]);
+        moments.push((moment().await, expected.clone()));
+        let pass = snapshotter.pass().await.unwrap();
+        assert!(pass.marked, "the log moved, so a mark is taken");
+    }
+    assert!(!snapshotter.pass().await.unwrap().marked, "nothing moved");
+    for (at, wanted) in &moments {
+        let fast = load_as_of::<Payloads>(&store, *at, true).await.unwrap();
+        let slow = load_as_of::<Payloads>(&store, *at, false).await.unwrap();
+        assert_eq!(&fast.projection.0, wanted, "at {at}");
+        assert_eq!(fast.projection, slow.projection, "at {at}");
+        assert_eq!(fast.applied, slow.applied);
+        assert_eq!(fast.first_recorded_at, slow.first_recorded_at);
+        assert_eq!(slow.read, 12, "from zero reads the whole log");
+    }
+    // The fourth round's state: a snapshot of 6 events (after round 2), then round 3, up to the
+    // mark taken after it.
+    let fourth = load_as_of::<Payloads>(&store, moments[3].0, true)
+        .await
+        .unwrap();
+    assert_eq!(fourth.snapshot.as_ref().unwrap().events_applied, 6);
+    assert_eq!(fourth.read, 2);
+    let nothing = load_as_of::<Payloads>(&store, before_everything, true)
+        .await
+        .unwrap();
+    assert!(nothing.projection.0.is_empty());
+    assert_eq!(
+        nothing.read, 2,
+        "the first mark, after round 0, bounds the read"
+    );
+    assert!(nothing.first_recorded_at.unwrap() > before_everything);
+}
+
+/// Given a transaction that stamps an event, stays open while another commits and a mark is
+/// taken, when it commits, then the state at a moment between includes both events, read
+/// through snapshots and marks as from zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_time_marks_never_cut_off_a_late_committing_transaction() {
+    let Some((store, _guard)) = postgres_store(Default::default()).await else {
+        return;
+    };
+    let snapshotter = Snapshotter::<Payloads>::new(store.clone()).every(1);
+    let mut slow = store.begin().await.unwrap();
+    slow.append("a", ExpectedVersion::NoStream, &[event("E", "slow")])
+        .await
+        .unwrap();
+    store
+        .append("b", ExpectedVersion::NoStream, &[event("E", "fast")])
+        .await
+        .unwrap();
+    let at = moment().await;
+    assert!(snapshotter.pass().await.unwrap().marked);
+    store
+        .append("c", ExpectedVersion::NoStream, &[event("E", "after")])
+        .await
+        .unwrap();
+    slow.commit().await.unwrap();
+    settled(&store).await;
+    let pass = snapshotter.pass().await.unwrap();
+    assert_eq!(pass.snapshots.len(), 3);
+    let fast = load_as_of::<Payloads>(&store, at, true).await.unwrap();
+    let slow = load_as_of::<Payloads>(&store, at, false).await.unwrap();
+    assert_eq!(fast.projection.0, ["slow", "fast"]);
+    assert_eq!(fast.projection, slow.projection);
+    assert_eq!(fast.snapshot.unwrap().events_applied, 2);
+    assert_eq!(fast.read, 0, "the mark bounds the read before `after`");
 }

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
-use patchbay_eventstore::{Projection, RecordedEvent};
+use patchbay_eventstore::{Projection, RecordedEvent, Snapshottable};
 use patchbay_proto::approvals::v1::{self as pb, ApprovalRule, ApprovalStatus, UpdateFilter};
 use patchbay_proto::catalog::v1 as catalog;
 use prost::Message as _;
@@ -17,7 +17,7 @@ use crate::domain::{
 use crate::events::{ApprovalsEvent, DecodeError};
 
 /// One update as the catalog last described it.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct KnownUpdate {
     /// The current catalog revision (1 once published).
     pub revision: u32,
@@ -38,7 +38,7 @@ impl KnownUpdate {
 }
 
 /// One update's approval.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ApprovalEntry {
     pub state: ApprovalState,
     /// Version of the `approval-<update_id>` stream, for optimistic concurrency.
@@ -48,7 +48,7 @@ pub struct ApprovalEntry {
 }
 
 /// One EULA: decisions on its texts, and which current revisions reference which text.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EulaEntry {
     pub state: EulaState,
     pub stream_version: u64,
@@ -77,7 +77,7 @@ impl EulaEntry {
 }
 
 /// One auto-approval rule.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RuleEntry {
     pub state: RuleState,
     pub stream_version: u64,
@@ -86,7 +86,7 @@ pub struct RuleEntry {
     pub applied: u64,
 }
 
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ApprovalsView {
     pub updates: BTreeMap<String, KnownUpdate>,
     pub approvals: HashMap<String, ApprovalEntry>,
@@ -94,6 +94,12 @@ pub struct ApprovalsView {
     pub rules: BTreeMap<String, RuleEntry>,
     /// Position in the catalog's log of the last catalog event observed.
     pub catalog_position: u64,
+}
+
+/// Snapshots for `audit state --at` on long logs; raise `FORMAT` when a field changes.
+impl Snapshottable for ApprovalsView {
+    const NAME: &'static str = "approvals-view";
+    const FORMAT: u32 = 1;
 }
 
 impl Projection for ApprovalsView {

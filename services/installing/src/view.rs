@@ -2,13 +2,13 @@
 
 use std::ops::Deref;
 
-use patchbay_eventstore::{Projection, RecordedEvent};
+use patchbay_eventstore::{Projection, RecordedEvent, Snapshottable};
 
 use crate::domain::InstallingState;
 use crate::domain::state::{Cause, FactDecodeError};
 use crate::events::{DecodeError, InstallingEvent};
 
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct InstallingView {
     pub state: InstallingState,
 }
@@ -27,6 +27,12 @@ pub enum ApplyError {
     Decode(#[from] DecodeError),
     #[error(transparent)]
     Fact(#[from] FactDecodeError),
+}
+
+/// Snapshots for `audit state --at` on long logs; raise `FORMAT` when a field changes.
+impl Snapshottable for InstallingView {
+    const NAME: &'static str = "installing-view";
+    const FORMAT: u32 = 1;
 }
 
 impl Projection for InstallingView {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use patchbay_eventstore::{Projection, RecordedEvent};
+use patchbay_eventstore::{Projection, RecordedEvent, Snapshottable};
 use patchbay_proto::catalog::v1 as catalog;
 use patchbay_proto::scanning::v1 as pb;
 use prost::Message as _;
@@ -13,7 +13,7 @@ use crate::domain::{DeviceState, ScanTaskState, evolve_device, evolve_task};
 use crate::engine::MatchingIndex;
 use crate::events::{DecodeError, ScanningEvent};
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceEntry {
     pub state: DeviceState,
     /// Version of the device's stream (registration, inventories); scans have a stream of their own.
@@ -23,7 +23,7 @@ pub struct DeviceEntry {
 }
 
 /// One scan task as the view holds it.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TaskEntry {
     pub state: ScanTaskState,
     /// Version of the task's stream.
@@ -31,13 +31,19 @@ pub struct TaskEntry {
     pub last_completed_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ScanningView {
     pub devices: BTreeMap<String, DeviceEntry>,
     pub tasks: BTreeMap<String, TaskEntry>,
     pub index: MatchingIndex,
     /// Position in the catalog's log of the last catalog event the index applied.
     pub catalog_position: u64,
+}
+
+/// Snapshots for `audit state --at` on long logs; raise `FORMAT` when a field changes.
+impl Snapshottable for ScanningView {
+    const NAME: &'static str = "scanning-view";
+    const FORMAT: u32 = 1;
 }
 
 impl Projection for ScanningView {

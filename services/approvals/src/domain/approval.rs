@@ -7,7 +7,7 @@ use super::{ApprovalError, ServerRequirement, UpdateList};
 use crate::events::ApprovalsEvent;
 
 /// What the log says about one update's approval.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ApprovalState {
     pub status: ApprovalStatus,
     /// The catalog revision the current status was given for (0 while Undefined).

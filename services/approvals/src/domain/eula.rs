@@ -8,7 +8,7 @@ use patchbay_proto::approvals::v1 as pb;
 use super::ApprovalError;
 use crate::events::ApprovalsEvent;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EulaDecision {
     Accepted,
     Declined,
@@ -24,7 +24,7 @@ impl EulaDecision {
 }
 
 /// What the log says about one EULA: the decision on each text digest ever decided.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EulaState {
     pub decisions: BTreeMap<String, EulaDecision>,
 }

@@ -9,7 +9,7 @@ use crate::events::ApprovalsEvent;
 /// Longest rule name accepted.
 const MAX_NAME: usize = 200;
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RuleState {
     /// Set once the rule was added.
     pub rule_id: Option<String>,

@@ -14,7 +14,7 @@ use prost::Message as _;
 use crate::events::InstallingEvent;
 
 /// The catalog's current revision of one update.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct UpdateFacts {
     pub revision: u32,
     pub details: catalog::UpdateDetails,
@@ -33,14 +33,14 @@ impl UpdateFacts {
 }
 
 /// One required update of a device's latest scan.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Requirement {
     pub package: String,
     pub version: String,
     pub architecture: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceFacts {
     pub hostname: String,
     pub groups: Vec<String>,
@@ -49,13 +49,15 @@ pub struct DeviceFacts {
     pub required: BTreeMap<String, Requirement>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EulaDecision {
     Accepted,
     Declined,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum JobStatus {
     Queued,
     Dispatched,
@@ -88,7 +90,7 @@ impl JobStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct JobEntry {
     pub job: pb::Job,
     pub status: JobStatus,
@@ -110,7 +112,7 @@ impl JobEntry {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TaskEntry {
     pub created: pb::InstallTaskCreated,
     /// Version of the task's stream.
@@ -128,7 +130,7 @@ pub type Trigger = &'static str;
 
 /// The event behind a decision: the planner's events name it as their cause and carry on its
 /// correlation and trace, so an audit trail and a trace lead from a job back to the scan or approval.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Cause {
     pub event_id: uuid::Uuid,
     pub correlation_id: uuid::Uuid,
@@ -137,11 +139,14 @@ pub struct Cause {
 }
 
 /// What changed since the planner's last step, with the position of the change.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Dirty {
+    #[serde(deserialize_with = "triggers::deserialize")]
     pub devices: BTreeMap<String, (LogPosition, Trigger)>,
+    #[serde(deserialize_with = "triggers::deserialize")]
     pub updates: BTreeMap<String, (LogPosition, Trigger)>,
     /// Tasks whose every covered device must be planned (created, run on demand).
+    #[serde(deserialize_with = "triggers::deserialize")]
     pub tasks: BTreeMap<String, (LogPosition, Trigger)>,
     /// Tasks whose open run may have finished.
     pub runs: BTreeMap<String, LogPosition>,
@@ -169,10 +174,83 @@ impl Dirty {
     }
 }
 
+/// Triggers are the names of the events that set them; a snapshot stores the name and reading it
+/// back finds the same static name.
+mod triggers {
+    use std::collections::BTreeMap;
+
+    use patchbay_eventstore::LogPosition;
+    use serde::Deserialize as _;
+
+    use super::Trigger;
+
+    const KNOWN: &[Trigger] = &[
+        "ApprovalReset",
+        "DeviceGroupsSet",
+        "EulaAccepted",
+        "EulaDeclined",
+        "InstallJobFailed",
+        "RunRequested",
+        "ScanCompleted",
+        "TaskCreated",
+        "UpdateApproved",
+        "UpdateDeclined",
+        "UpdateExpired",
+        "UpdatePublished",
+        "UpdateRevised",
+    ];
+
+    pub(super) fn deserialize<'de, D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeMap<String, (LogPosition, Trigger)>, D::Error> {
+        BTreeMap::<String, (LogPosition, String)>::deserialize(deserializer)?
+            .into_iter()
+            .map(|(key, (position, name))| {
+                KNOWN
+                    .iter()
+                    .find(|known| **known == name)
+                    .map(|known| (key, (position, *known)))
+                    .ok_or_else(|| {
+                        serde::de::Error::custom(format!("unknown planner trigger {name:?}"))
+                    })
+            })
+            .collect()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        /// Every trigger the state sets must be known, or its snapshots would not read back.
+        #[test]
+        fn every_trigger_literal_is_known() {
+            // Triggers are passed as `(position, "Name")` or as a `"Name",` argument line.
+            let source = include_str!("state.rs");
+            let mut found = 0;
+            for line in source.lines().map(str::trim) {
+                let name = if line.starts_with("//") {
+                    continue;
+                } else if let Some(start) = line.find("(position, \"") {
+                    let rest = &line[start + "(position, \"".len()..];
+                    &rest[..rest.find('"').unwrap_or(0)]
+                } else if line.starts_with('"') && line.ends_with("\",") && line.len() > 3 {
+                    &line[1..line.len() - 2]
+                } else {
+                    continue;
+                };
+                found += 1;
+                assert!(super::KNOWN.contains(&name), "{name} is not in KNOWN");
+            }
+            assert!(
+                found >= super::KNOWN.len(),
+                "only {found} trigger literals found"
+            );
+        }
+    }
+}
+
 /// A job's key: one line of work per device, update and kind.
 pub type JobKey = (String, String, i32);
 
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct InstallingState {
     pub updates: HashMap<String, UpdateFacts>,
     pub updates_by_eula: HashMap<String, BTreeSet<String>>,

@@ -10,7 +10,7 @@ use crate::events::ScanningEvent;
 pub const MAX_PACKAGES: usize = 100_000;
 const MAX_FIELD: usize = 256;
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceState {
     pub device_id: Option<String>,
     pub hostname: String,

@@ -5,7 +5,7 @@ use patchbay_proto::scanning::v1 as pb;
 use super::ScanningError;
 use crate::events::ScanningEvent;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TaskStatus {
     /// Created, never run.
     #[default]
@@ -29,7 +29,7 @@ impl TaskStatus {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ScanTaskState {
     pub task_id: Option<String>,
     pub name: String,

@@ -97,7 +97,7 @@ pub(crate) fn version_error(text: &str) -> String {
 }
 
 /// A version kept in the index: its text and where its parts start, parsed once.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Version {
     text: Box<str>,
     epoch: u32,

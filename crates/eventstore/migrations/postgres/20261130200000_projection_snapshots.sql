@@ -1,0 +1,28 @@
+-- Snapshots of whole read models at a log position, for time travel on long logs
+-- (docs/audit.md, "Snapshots"). A snapshot is a cache: dropping every row loses nothing but speed.
+CREATE TABLE projection_snapshots (
+    projection TEXT NOT NULL,
+    -- The Patchbay version and the read model's format: other builds' snapshots are never read.
+    format TEXT NOT NULL,
+    commit_id BIGINT NOT NULL,
+    global_position BIGINT NOT NULL,
+    events_applied BIGINT NOT NULL,
+    -- The earliest and latest recorded_at of the events at or before the position: a snapshot
+    -- answers questions about moments at or after last_recorded_at.
+    first_recorded_at TIMESTAMPTZ NOT NULL,
+    last_recorded_at TIMESTAMPTZ NOT NULL,
+    taken_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+    payload BYTEA NOT NULL,
+    PRIMARY KEY (projection, format, commit_id, global_position)
+);
+CREATE INDEX projection_snapshots_by_time ON projection_snapshots (projection, format, last_recorded_at);
+
+-- Time marks: every event recorded at or before taken_at lies before the horizon, so a question
+-- about a moment reads the log only up to the first mark taken after it.
+CREATE TABLE log_time_marks (
+    mark_id BIGSERIAL PRIMARY KEY,
+    taken_at TIMESTAMPTZ NOT NULL,
+    horizon_commit_id BIGINT NOT NULL,
+    horizon_position BIGINT NOT NULL
+);
+CREATE INDEX log_time_marks_by_time ON log_time_marks (taken_at);
