@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use patchbay_bus::{Bus, Subjects};
-use patchbay_eventstore::{EventStore, StoreOptions};
+use patchbay_eventstore::StoreOptions;
 use tokio_util::sync::CancellationToken;
 
 use crate::host::{Host, Operations};
@@ -59,7 +59,7 @@ impl DistributedServer {
             max_connections: config.database_max_connections,
             ..StoreOptions::default()
         };
-        let store = EventStore::connect_with(&config.database_url, options)
+        let store = crate::services::open_store(service, &config.database_url, options)
             .await
             .with_context(|| format!("cannot open the {service} event log at --database-url"))?;
         let subjects = Subjects::new(&config.subject_prefix)?;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use patchbay_bus::{Bus, Subjects};
-use patchbay_eventstore::EventStore;
+use patchbay_eventstore::StoreOptions;
 use tokio_util::sync::CancellationToken;
 
 use crate::host::{Host, Operations};
@@ -39,7 +39,7 @@ impl EmbeddedServer {
         let mut stores = Vec::new();
         for service in SERVICES {
             let url = sqlite_url(&config.data_dir, service);
-            let store = EventStore::connect(&url)
+            let store = crate::services::open_store(service, &url, StoreOptions::default())
                 .await
                 .with_context(|| format!("cannot open the {service} event log at {url}"))?;
             stores.push((service, store));

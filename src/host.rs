@@ -43,7 +43,7 @@ pub struct Operations {
     pub shutdown_timeout: Duration,
     /// Events between snapshots of the read models `audit state --at` replays.
     pub snapshot_every: u64,
-    /// How often the snapshotter takes a time mark and looks for due snapshots.
+    /// How often the snapshotter looks for a due time mark or snapshot.
     pub snapshot_interval: Duration,
 }
 
@@ -53,7 +53,7 @@ impl Default for Operations {
             metrics_listen: None,
             shutdown_timeout: Duration::from_secs(20),
             snapshot_every: patchbay_eventstore::DEFAULT_SNAPSHOT_EVERY,
-            snapshot_interval: patchbay_eventstore::DEFAULT_MARK_INTERVAL,
+            snapshot_interval: patchbay_eventstore::DEFAULT_SNAPSHOT_POLL,
         }
     }
 }

@@ -82,6 +82,17 @@ pub enum EventDecodeError {
         event_type: String,
         schema_version: u32,
     },
+    /// An old payload reached a decoder: it is read through a store opened without the service's
+    /// upcasters, and decoding it as the current message would silently drop what moved.
+    #[error(
+        "{event_type} v{schema_version} was not upgraded to v{current_version} before decoding; \
+         open the service's event store with its upcasters"
+    )]
+    NotUpcast {
+        event_type: String,
+        schema_version: u32,
+        current_version: u32,
+    },
     #[error("{event_type} payload does not decode: {source}")]
     Payload {
         event_type: String,
@@ -115,7 +126,8 @@ macro_rules! event_enum {
                 }
             }
 
-            /// Decodes a stored event written at `schema_version` (at most `current_version`).
+            /// Decodes a stored event of `event_type`'s `current_version`: a newer one is from a
+            /// newer Patchbay, an older one should have been upcast on read.
             pub fn decode_versioned(
                 event_type: &str,
                 schema_version: u32,
@@ -126,6 +138,13 @@ macro_rules! event_enum {
                     return Err($crate::EventDecodeError::FutureVersion {
                         event_type: event_type.to_owned(),
                         schema_version,
+                    });
+                }
+                if schema_version < current_version {
+                    return Err($crate::EventDecodeError::NotUpcast {
+                        event_type: event_type.to_owned(),
+                        schema_version,
+                        current_version,
                     });
                 }
                 Self::decode_payload(event_type, payload)

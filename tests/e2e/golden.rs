@@ -13,7 +13,7 @@ use patchbay_proto::wsus::v1 as wsus;
 use patchbay_proto::wsus::v1::wsus_service_client::WsusServiceClient;
 use patchbay_wsus_upstream::{FakeUpstream, FixtureCatalog, UpstreamOptions};
 
-use crate::helpers::{spawn_app, sync_wsus};
+use crate::helpers::{spawn_app, spawn_app_on, sync_wsus};
 use crate::installing::{Urls, install_scenario};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,7 +60,25 @@ async fn write_golden_event_fixture() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/golden/events-v1.jsonl");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    // Old payloads of a type now written at a newer version are history no Patchbay writes any
+    // more: they are kept, so the upcasters stay tested against them.
+    let previous: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
     let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    for line in &previous {
+        let service = line["service"].as_str().unwrap();
+        let event_type = line["event_type"].as_str().unwrap();
+        let written = match service {
+            "scanning" => patchbay_scanning::events::schema_version(event_type),
+            _ => 1,
+        };
+        if line["schema_version"].as_u64().unwrap() < u64::from(written) {
+            writeln!(out, "{line}").unwrap();
+        }
+    }
     for service in patchbay::services::SERVICES {
         let db = data
             .dir
@@ -94,4 +112,88 @@ async fn write_golden_event_fixture() {
         }
     }
     out.flush().unwrap();
+}
+
+/// An upgraded Patchbay started on a scanning log that an earlier one wrote: the v1 events are read
+/// through the scanning upcasters, by the service (the task keeps its schedule) and by
+/// `patchbay events list` (`AuditService.ReplayEvents` shows them at v2, decoded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scanning_log_written_at_v1_is_served_at_v2() {
+    use patchbay_eventstore::{ExpectedVersion, NewEvent};
+    use patchbay_proto::audit::v1 as audit;
+    use patchbay_proto::audit::v1::audit_service_client::AuditServiceClient;
+    use patchbay_proto::scanning::v1 as scanning;
+    use patchbay_proto::scanning::v1::scanning_service_client::ScanningServiceClient;
+    use tokio_stream::StreamExt as _;
+
+    // Given the golden fixture's v1 ScanTaskCreated of a manual task, stored as it was written,
+    let fixture = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/golden/events-v1.jsonl"),
+    )
+    .unwrap();
+    let line: serde_json::Value = fixture
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|v| v["event_type"] == "ScanTaskCreated" && v["json"]["schedule"] == "manual")
+        .unwrap();
+    assert_eq!(line["schema_version"], 1);
+    let task_id = line["json"]["taskId"].as_str().unwrap().to_owned();
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(line["payload_base64"].as_str().unwrap())
+        .unwrap();
+    let data = patchbay_testkit::TestSqlite::new();
+    let dir = data.dir.path().join("patchbay-data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let raw = EventStore::connect(&format!("sqlite://{}", dir.join("scanning.db").display()))
+        .await
+        .unwrap();
+    raw.append(
+        &format!("scantask-{task_id}"),
+        ExpectedVersion::NoStream,
+        &[NewEvent::new("ScanTaskCreated", 1, payload)],
+    )
+    .await
+    .unwrap();
+    raw.close().await;
+
+    // when this Patchbay starts on it,
+    let app = spawn_app_on(data, Default::default()).await;
+
+    // then the scanning service rebuilt the task with its schedule,
+    let mut client = ScanningServiceClient::connect(app.url()).await.unwrap();
+    let tasks = client
+        .list_scan_tasks(scanning::ListScanTasksRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .tasks;
+    let task = tasks.iter().find(|t| t.task_id == task_id).unwrap();
+    assert_eq!(task.schedule, "manual");
+
+    // and the event log shows the stored event at v2, its payload decoded to the v2 JSON.
+    let mut audit_client = AuditServiceClient::connect(app.url()).await.unwrap();
+    let mut stream = audit_client
+        .replay_events(audit::ReplayEventsRequest {
+            filter: Some(audit::EventFilter {
+                service: "scanning".into(),
+                stream_id: format!("scantask-{task_id}"),
+                ..Default::default()
+            }),
+            follow: false,
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let event = stream.next().await.unwrap().unwrap();
+    assert_eq!(
+        (event.event_type.as_str(), event.schema_version),
+        ("ScanTaskCreated", 2)
+    );
+    let json: serde_json::Value = serde_json::from_str(&event.payload_json).unwrap();
+    let mut expected = line["json"].clone();
+    expected["schedule"] = "SCAN_SCHEDULE_MANUAL".into();
+    assert_eq!(json, expected);
+    app.stop().await.unwrap();
 }

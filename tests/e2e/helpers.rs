@@ -29,12 +29,17 @@ impl TestApp {
 }
 
 pub async fn spawn_app() -> TestApp {
-    spawn_app_with(Default::default()).await
+    spawn_app_on(TestSqlite::new(), Default::default()).await
 }
 
 /// The embedded server with these operational settings (snapshot cadence, shutdown bound, ...).
 pub async fn spawn_app_with(operations: patchbay::host::Operations) -> TestApp {
-    let data = TestSqlite::new();
+    spawn_app_on(TestSqlite::new(), operations).await
+}
+
+/// The embedded server on a data directory the test may have written logs into (under
+/// `patchbay-data`).
+pub async fn spawn_app_on(data: TestSqlite, operations: patchbay::host::Operations) -> TestApp {
     let config = EmbeddedConfig {
         data_dir: data.dir.path().join("patchbay-data"),
         listen: "127.0.0.1:0".parse().unwrap(),

@@ -1,6 +1,7 @@
 //! Upgrading Patchbay never loses history: every event payload in the golden fixture (written by
-//! an earlier Patchbay, see `tests/e2e/golden.rs`) still decodes — as its service's typed event and
-//! to the same JSON — and each service's events still replay into its read model.
+//! an earlier Patchbay, see `tests/e2e/golden.rs`) still decodes, after its service's upcasters
+//! have upgraded it as a store read does — as its service's typed event and to the JSON the
+//! current schema gives it — and each service's events still replay into its read model.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,9 +12,12 @@ use patchbay_approvals::view::ApprovalsView;
 use patchbay_audit::EventDecoder;
 use patchbay_catalog::events::CatalogEvent;
 use patchbay_catalog::view::CatalogView;
-use patchbay_eventstore::{EventMetadata, LogPosition, Projection, RecordedEvent};
+use patchbay_eventstore::{
+    EventMetadata, LogPosition, Projection, RecordedEvent, Snapshottable, Upcasters,
+};
 use patchbay_installing::events::InstallingEvent;
 use patchbay_installing::view::InstallingView;
+use patchbay_proto::scanning::v1 as scanning_pb;
 use patchbay_scanning::events::ScanningEvent;
 use patchbay_scanning::view::ScanningView;
 use patchbay_wsus_sync::events::WsusEvent;
@@ -22,8 +26,47 @@ use uuid::Uuid;
 
 struct GoldenEvent {
     service: String,
+    /// As stored by the Patchbay that wrote the fixture.
     event: RecordedEvent,
+    /// Its payload as JSON, as that Patchbay decoded it.
     json: serde_json::Value,
+}
+
+/// The upcasters a store of `service`'s log is opened with (`patchbay::services::upcasters`).
+fn upcasters(service: &str) -> Upcasters {
+    match service {
+        "scanning" => patchbay_scanning::upcast::upcasters(),
+        _ => Upcasters::new(),
+    }
+}
+
+impl GoldenEvent {
+    /// The event as a store read gives it today: upgraded to its type's current version.
+    fn upcast(&self) -> RecordedEvent {
+        upcasters(&self.service)
+            .apply(self.event.clone())
+            .unwrap_or_else(|e| panic!("{} {}: {e}", self.service, self.event.event_type))
+    }
+
+    /// The JSON the upcast payload must decode to: the fixture's, with every change a schema
+    /// version made since applied to it by hand (so a wrong upcaster cannot agree with itself).
+    fn expected_json(&self) -> serde_json::Value {
+        let mut json = self.json.clone();
+        if self.service == "scanning"
+            && self.event.event_type == "ScanTaskCreated"
+            && self.event.schema_version == 1
+        {
+            // v2: the schedule text became the ScanSchedule enum ("" meant weekly).
+            let schedule = match json["schedule"].as_str().unwrap_or("") {
+                "" | "weekly" => "SCAN_SCHEDULE_WEEKLY",
+                "daily" => "SCAN_SCHEDULE_DAILY",
+                "manual" => "SCAN_SCHEDULE_MANUAL",
+                other => panic!("the fixture holds a schedule v1 never wrote: {other}"),
+            };
+            json["schedule"] = schedule.into();
+        }
+        json
+    }
 }
 
 fn golden() -> Vec<GoldenEvent> {
@@ -74,7 +117,7 @@ fn every_golden_payload_decodes_as_its_typed_event_and_to_the_same_json() {
     assert!(events.len() >= 50, "the fixture covers a whole scenario");
     let decoder = EventDecoder::new().unwrap();
     for golden in &events {
-        let e = &golden.event;
+        let e = &golden.upcast();
         let typed = match golden.service.as_str() {
             "catalog" => CatalogEvent::decode(&e.event_type, e.schema_version, &e.payload)
                 .map(|_| ())
@@ -103,30 +146,111 @@ fn every_golden_payload_decodes_as_its_typed_event_and_to_the_same_json() {
             .to_json(&golden.service, &e.event_type, &e.payload)
             .unwrap();
         assert_eq!(
-            json, golden.json,
-            "{} {} decodes differently: a field was renumbered or retyped",
-            golden.service, e.event_type
+            json,
+            golden.expected_json(),
+            "{} {} decodes differently: a field was renumbered or retyped, or an upcaster is wrong",
+            golden.service,
+            e.event_type
         );
     }
 }
 
-fn replay<P: Projection>(events: &[GoldenEvent], service: &str) -> usize {
+#[test]
+fn v1_scan_tasks_decode_as_v2_with_their_schedule_as_the_enum() {
+    // Given the fixture's ScanTaskCreated events, all written at schema version 1,
+    let created: Vec<_> = golden()
+        .into_iter()
+        .filter(|g| g.service == "scanning" && g.event.event_type == "ScanTaskCreated")
+        .collect();
+    assert!(created.len() >= 2);
+    for golden in &created {
+        assert_eq!(golden.event.schema_version, 1);
+        // a decoder never reads them as stored: that would drop the schedule,
+        let stored = &golden.event;
+        let refused = ScanningEvent::decode(&stored.event_type, 1, &stored.payload).unwrap_err();
+        assert!(refused.to_string().contains("upcasters"), "{refused}");
+        // but upcast, they are v2 and keep everything v1 said.
+        let upcast = golden.upcast();
+        assert_eq!(upcast.schema_version, 2);
+        let ScanningEvent::ScanTaskCreated(task) =
+            ScanningEvent::decode(&upcast.event_type, upcast.schema_version, &upcast.payload)
+                .unwrap()
+        else {
+            panic!("not a ScanTaskCreated")
+        };
+        let v1 = &golden.json;
+        assert_eq!(task.task_id, v1["taskId"].as_str().unwrap());
+        assert_eq!(task.name, v1["name"].as_str().unwrap());
+        assert_eq!(
+            task.targets.as_ref().unwrap().all_devices,
+            v1["targets"]["allDevices"].as_bool().unwrap()
+        );
+        let expected = match v1["schedule"].as_str().unwrap() {
+            "weekly" => scanning_pb::ScanSchedule::Weekly,
+            "daily" => scanning_pb::ScanSchedule::Daily,
+            "manual" => scanning_pb::ScanSchedule::Manual,
+            other => panic!("schedule {other}"),
+        };
+        assert_eq!(task.schedule(), expected, "{}", task.task_id);
+    }
+}
+
+/// Replays `service`'s golden events, upcast as a store read gives them, into a fresh `P`.
+fn replay<P: Projection>(events: &[GoldenEvent], service: &str) -> (P, usize) {
     let mut view = P::default();
     let mut applied = 0;
     for golden in events.iter().filter(|g| g.service == service) {
-        view.apply(&golden.event)
+        view.apply(&golden.upcast())
             .unwrap_or_else(|e| panic!("{service} {}: {e}", golden.event.event_type));
         applied += 1;
     }
-    applied
+    (view, applied)
 }
 
 #[test]
 fn every_service_replays_its_golden_history_into_its_read_model() {
     let events = golden();
-    assert!(replay::<CatalogView>(&events, "catalog") > 0);
-    assert!(replay::<ApprovalsView>(&events, "approvals") > 0);
-    assert!(replay::<ScanningView>(&events, "scanning") > 0);
-    assert!(replay::<InstallingView>(&events, "installing") > 0);
-    assert!(replay::<WsusView>(&events, "wsus-sync") > 0);
+    assert!(replay::<CatalogView>(&events, "catalog").1 > 0);
+    assert!(replay::<ApprovalsView>(&events, "approvals").1 > 0);
+    let (scanning, applied) = replay::<ScanningView>(&events, "scanning");
+    assert!(applied > 0);
+    assert!(replay::<InstallingView>(&events, "installing").1 > 0);
+    assert!(replay::<WsusView>(&events, "wsus-sync").1 > 0);
+    // The scan tasks' settings survive the v1 → v2 change of their schedule.
+    let schedules: Vec<_> = scanning
+        .tasks
+        .iter()
+        .map(|(id, task)| (id.as_str(), task.state.schedule.as_str()))
+        .collect();
+    assert_eq!(
+        schedules,
+        [
+            ("01a22a55-3570-7353-976e-5170cb9f2afa", "manual"),
+            ("default", "weekly")
+        ]
+    );
+}
+
+/// A snapshot holds the whole read model: written and read back, it is the same model, so time
+/// travel from a snapshot cannot differ from a replay from zero.
+fn snapshot_round_trip<P>(events: &[GoldenEvent], service: &str)
+where
+    P: Snapshottable + PartialEq + std::fmt::Debug,
+{
+    let (view, applied) = replay::<P>(events, service);
+    assert!(applied > 0, "{service}");
+    let bytes = postcard::to_stdvec(&view).unwrap();
+    let restored: P = postcard::from_bytes(&bytes).unwrap();
+    assert!(
+        restored == view,
+        "{service}: the snapshot differs from the model"
+    );
+}
+
+#[test]
+fn every_snapshotted_read_model_survives_a_snapshot_round_trip() {
+    let events = golden();
+    snapshot_round_trip::<ApprovalsView>(&events, "approvals");
+    snapshot_round_trip::<ScanningView>(&events, "scanning");
+    snapshot_round_trip::<InstallingView>(&events, "installing");
 }

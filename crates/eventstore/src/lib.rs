@@ -40,9 +40,9 @@ pub use seal::{
     SealProgress, Sealer, chain_digest, content_digest,
 };
 pub use snapshot::{
-    AsOf, AsOfError, DEFAULT_MARK_INTERVAL, DEFAULT_SNAPSHOT_EVERY, SnapshotError, SnapshotInfo,
-    SnapshotPass, Snapshottable, Snapshotter, TimeMark, latest_time_mark, load_as_of,
-    take_time_mark, time_mark_at_or_after,
+    AsOf, AsOfError, DEFAULT_MARK_EVERY, DEFAULT_SNAPSHOT_EVERY, DEFAULT_SNAPSHOT_POLL,
+    SnapshotError, SnapshotInfo, SnapshotPass, Snapshottable, Snapshotter, TimeMark,
+    latest_time_mark, load_as_of, take_time_mark, time_mark_at_or_after,
 };
 pub use store::{EventStore, SqliteDurability, StoreOptions, Transaction};
 pub use subscription::Subscription;

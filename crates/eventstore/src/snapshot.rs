@@ -34,8 +34,13 @@ use crate::view::Projection;
 
 /// Events between two snapshots of a read model, unless configured otherwise.
 pub const DEFAULT_SNAPSHOT_EVERY: u64 = 100_000;
-/// How often the snapshotter takes a time mark (when the log moved) and looks for due snapshots.
-pub const DEFAULT_MARK_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the snapshotter looks for a due time mark or snapshot.
+pub const DEFAULT_SNAPSHOT_POLL: Duration = Duration::from_secs(1);
+/// A time mark is due when this many events were appended since the last one...
+pub const DEFAULT_MARK_EVERY: u64 = 10_000;
+/// ...or when the log moved at all and the last one is this old: marks bound how far past a moment
+/// time travel reads, so they follow bursts closely and quiet periods loosely.
+const MARK_MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
 /// Events read per page while replaying.
 const PAGE: usize = 5_000;
 
@@ -169,6 +174,7 @@ pub async fn load_as_of<P: Snapshottable>(
 pub struct Snapshotter<P> {
     store: EventStore,
     every: u64,
+    mark_every: u64,
     interval: Duration,
     model: PhantomData<fn() -> P>,
 }
@@ -185,7 +191,8 @@ impl<P: Snapshottable> Snapshotter<P> {
         Self {
             store,
             every: DEFAULT_SNAPSHOT_EVERY,
-            interval: DEFAULT_MARK_INTERVAL,
+            mark_every: DEFAULT_MARK_EVERY,
+            interval: DEFAULT_SNAPSHOT_POLL,
             model: PhantomData,
         }
     }
@@ -194,6 +201,13 @@ impl<P: Snapshottable> Snapshotter<P> {
     #[must_use]
     pub fn every(mut self, events: u64) -> Self {
         self.every = events.max(1);
+        self
+    }
+
+    /// Events appended since the last time mark that make the next one due (at least 1).
+    #[must_use]
+    pub fn mark_every(mut self, events: u64) -> Self {
+        self.mark_every = events.max(1);
         self
     }
 
@@ -226,16 +240,21 @@ impl<P: Snapshottable> Snapshotter<P> {
         Ok(())
     }
 
-    /// Takes a time mark if the log moved since the last one, then every snapshot that is due.
+    /// Takes a time mark if one is due, then every snapshot that is due.
     pub async fn pass(&self) -> Result<SnapshotPass, SnapshotError> {
         let mut pass = SnapshotPass::default();
-        let moved = match latest_time_mark(&self.store).await? {
-            // Counted, not read: on PostgreSQL events behind an open transaction are not readable
-            // yet, but a mark must still come after them.
+        // Counted, not read: on PostgreSQL events behind an open transaction are not readable yet,
+        // but a mark must still come after them.
+        let due = match latest_time_mark(&self.store).await? {
             None => count_after_at_most(&self.store, LogPosition::START, 1).await? > 0,
-            Some(mark) => count_after_at_most(&self.store, before(mark.horizon), 1).await? > 0,
+            Some(mark) => {
+                let since =
+                    count_after_at_most(&self.store, before(mark.horizon), self.mark_every).await?;
+                since >= self.mark_every
+                    || (since > 0 && Utc::now() - mark.taken_at >= MARK_MAX_AGE)
+            }
         };
-        if moved {
+        if due {
             take_time_mark(&self.store).await?;
             pass.marked = true;
         }

@@ -897,7 +897,9 @@ async fn moment() -> DateTime<Utc> {
 /// round's end is rebuilt from snapshots and time marks, then it is what a replay from zero gives,
 /// and the later questions read only a stretch of the log.
 async fn snapshots_and_time_marks_answer_as_a_replay_from_zero(store: EventStore) {
-    let snapshotter = Snapshotter::<Payloads>::new(store.clone()).every(3);
+    let snapshotter = Snapshotter::<Payloads>::new(store.clone())
+        .every(3)
+        .mark_every(2);
     let mut expected = Vec::new();
     let mut moments = Vec::new();
     let before_everything = moment().await;
@@ -914,7 +916,7 @@ async fn snapshots_and_time_marks_answer_as_a_replay_from_zero(store: EventStore
         expected.extend([format!("{round}a"), format!("{round}b")]);
         moments.push((moment().await, expected.clone()));
         let pass = snapshotter.pass().await.unwrap();
-        assert!(pass.marked, "the log moved, so a mark is taken");
+        assert!(pass.marked, "two events since the last mark: one is due");
     }
     assert!(!snapshotter.pass().await.unwrap().marked, "nothing moved");
     for (at, wanted) in &moments {
@@ -952,7 +954,9 @@ async fn postgres_time_marks_never_cut_off_a_late_committing_transaction() {
     let Some((store, _guard)) = postgres_store(Default::default()).await else {
         return;
     };
-    let snapshotter = Snapshotter::<Payloads>::new(store.clone()).every(1);
+    let snapshotter = Snapshotter::<Payloads>::new(store.clone())
+        .every(1)
+        .mark_every(1);
     let mut slow = store.begin().await.unwrap();
     slow.append("a", ExpectedVersion::NoStream, &[event("E", "slow")])
         .await

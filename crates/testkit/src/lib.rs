@@ -51,22 +51,27 @@ impl TestPostgres {
     /// (skip) when it is unset outside CI.
     pub async fn create() -> Option<Self> {
         let server = service_url(DATABASE_URL_VAR)?;
-        let admin = PgConnectOptions::from_str(&server)
-            .unwrap_or_else(|e| panic!("{DATABASE_URL_VAR} is not a PostgreSQL URL: {e}"));
+        Some(Self::create_on(&server).await)
+    }
+
+    /// Creates a fresh database on the PostgreSQL server at `server` (benchmarks name their own).
+    pub async fn create_on(server: &str) -> Self {
+        let admin = PgConnectOptions::from_str(server)
+            .unwrap_or_else(|e| panic!("{server} is not a PostgreSQL URL: {e}"));
         let name = format!("patchbay_test_{}", uuid::Uuid::new_v4().simple());
         let mut conn: PgConnection = admin
             .connect()
             .await
-            .unwrap_or_else(|e| panic!("cannot connect to {DATABASE_URL_VAR}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot connect to {server}: {e}"));
         sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut conn)
             .await
             .expect("create test database");
-        Some(Self {
-            url: with_database(&server, &name),
+        Self {
+            url: with_database(server, &name),
             admin,
             name,
-        })
+        }
     }
 }
 

@@ -20,7 +20,15 @@ patchbay_proto::event_enum! {
     }
 }
 
-pub const SCHEMA_VERSION: u32 = 1;
+/// The schema version the scanning service writes `event_type` at, and the only one its decoder
+/// reads: older payloads are upgraded on read by the store's upcasters ([`crate::upcast`]).
+pub fn schema_version(event_type: &str) -> u32 {
+    match event_type {
+        // v2: the schedule became an enum.
+        crate::upcast::SCAN_TASK_CREATED => 2,
+        _ => 1,
+    }
+}
 
 /// A stored scanning event this Patchbay cannot read.
 pub type DecodeError = patchbay_proto::EventDecodeError;
@@ -28,14 +36,51 @@ pub type DecodeError = patchbay_proto::EventDecodeError;
 impl ScanningEvent {
     /// The event ready to append (fresh event id; the caller adds actor, causation, trace context).
     pub fn to_new_event(&self) -> NewEvent {
-        NewEvent::new(self.event_type(), SCHEMA_VERSION, self.encode_payload())
+        NewEvent::new(
+            self.event_type(),
+            schema_version(self.event_type()),
+            self.encode_payload(),
+        )
     }
 
+    /// Decodes an event at its type's current schema version; an older one must have been upcast
+    /// (see [`crate::upcast::upcasters`]), or this refuses it rather than misread it.
     pub fn decode(
         event_type: &str,
         schema_version: u32,
         payload: &[u8],
     ) -> Result<Self, DecodeError> {
-        Self::decode_versioned(event_type, schema_version, SCHEMA_VERSION, payload)
+        Self::decode_versioned(
+            event_type,
+            schema_version,
+            self::schema_version(event_type),
+            payload,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use patchbay_proto::scanning::v1 as pb;
+
+    #[test]
+    fn scan_task_created_is_written_at_v2_and_other_events_at_v1() {
+        let created = ScanningEvent::ScanTaskCreated(pb::ScanTaskCreated::default());
+        let paused = ScanningEvent::ScanTaskPaused(pb::ScanTaskPaused::default());
+        assert_eq!(
+            (
+                created.to_new_event().schema_version,
+                paused.to_new_event().schema_version
+            ),
+            (2, 1)
+        );
+    }
+
+    #[test]
+    fn a_v1_scan_task_created_that_was_not_upcast_is_refused_not_misread() {
+        let error = ScanningEvent::decode("ScanTaskCreated", 1, &[]).unwrap_err();
+        assert!(matches!(error, DecodeError::NotUpcast { .. }), "{error}");
+        assert!(error.to_string().contains("upcasters"), "{error}");
     }
 }

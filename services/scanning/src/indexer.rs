@@ -42,7 +42,7 @@ impl EventHandler for CatalogIndexer {
         });
         let copy = incoming.follow_up(
             observed.event_type(),
-            crate::events::SCHEMA_VERSION,
+            crate::events::schema_version(observed.event_type()),
             observed.encode_payload(),
         );
         tx.append(STREAM, ExpectedVersion::Any, &[copy]).await?;

@@ -8,7 +8,7 @@ use patchbay_proto::installing::v1::InstallJobDispatched;
 use prost::Message as _;
 
 use crate::domain::{ScanTaskCommand, TaskStatus, decide_task};
-use crate::events::SCHEMA_VERSION;
+use crate::events::schema_version;
 use crate::service::{Scanning, task_stream};
 
 /// Durable consumer name.
@@ -73,7 +73,11 @@ impl EventHandler for InstallGuard {
             let new_events: Vec<_> = events
                 .iter()
                 .map(|event| {
-                    incoming.follow_up(event.event_type(), SCHEMA_VERSION, event.encode_payload())
+                    incoming.follow_up(
+                        event.event_type(),
+                        schema_version(event.event_type()),
+                        event.encode_payload(),
+                    )
                 })
                 .collect();
             if !new_events.is_empty() {

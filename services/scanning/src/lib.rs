@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod indexer;
 pub mod install_guard;
 pub mod service;
+pub mod upcast;
 pub mod view;
 
 pub use service::{Scanning, ScanningServiceError};

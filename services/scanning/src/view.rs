@@ -52,6 +52,19 @@ impl Projection for ScanningView {
     fn apply(&mut self, event: &RecordedEvent) -> Result<(), DecodeError> {
         let decoded =
             ScanningEvent::decode(&event.event_type, event.schema_version, &event.payload)?;
+        // Scans are most of a long log: the decoded scan is moved in, not cloned.
+        let decoded = match decoded {
+            ScanningEvent::ScanCompleted(scan) => {
+                let entry = match self.devices.get_mut(&scan.device_id) {
+                    Some(entry) => entry,
+                    None => self.devices.entry(scan.device_id.clone()).or_default(),
+                };
+                entry.last_scan = Some(scan);
+                entry.last_scanned_at = Some(event.recorded_at);
+                return Ok(());
+            }
+            other => other,
+        };
         match &decoded {
             ScanningEvent::DeviceRegistered(pb::DeviceRegistered { device_id, .. })
             | ScanningEvent::InventoryReported(pb::InventoryReported { device_id, .. })
@@ -60,11 +73,7 @@ impl Projection for ScanningView {
                 entry.state = evolve_device(std::mem::take(&mut entry.state), &decoded);
                 entry.stream_version = event.stream_version;
             }
-            ScanningEvent::ScanCompleted(scan) => {
-                let entry = self.devices.entry(scan.device_id.clone()).or_default();
-                entry.last_scan = Some(scan.clone());
-                entry.last_scanned_at = Some(event.recorded_at);
-            }
+            ScanningEvent::ScanCompleted(_) => {}
             ScanningEvent::ScanTaskCreated(pb::ScanTaskCreated { task_id, .. })
             | ScanningEvent::ScanStarted(pb::ScanStarted { task_id, .. })
             | ScanningEvent::ScanTaskPaused(pb::ScanTaskPaused { task_id })

@@ -70,7 +70,34 @@ pub enum ScanTaskCommand {
     },
 }
 
-const SCHEDULES: [&str; 3] = ["weekly", "daily", "manual"];
+/// The schedules a task can have, by the names the API and CLI use.
+const SCHEDULES: [(&str, pb::ScanSchedule); 3] = [
+    ("weekly", pb::ScanSchedule::Weekly),
+    ("daily", pb::ScanSchedule::Daily),
+    ("manual", pb::ScanSchedule::Manual),
+];
+
+/// The schedule named `name` (empty means the default, weekly); `None` if there is no such schedule.
+pub fn parse_schedule(name: &str) -> Option<pb::ScanSchedule> {
+    if name.is_empty() {
+        return Some(pb::ScanSchedule::Weekly);
+    }
+    SCHEDULES
+        .iter()
+        .find(|(known, _)| *known == name)
+        .map(|(_, schedule)| *schedule)
+}
+
+/// The name the API and CLI use for `schedule`.
+pub fn schedule_name(schedule: pb::ScanSchedule) -> &'static str {
+    match schedule {
+        pb::ScanSchedule::Daily => "daily",
+        pb::ScanSchedule::Manual => "manual",
+        // Unspecified is never written: it can only be a newer writer's value, and weekly is the
+        // default.
+        pb::ScanSchedule::Weekly | pb::ScanSchedule::Unspecified => "weekly",
+    }
+}
 
 pub fn decide_task(
     state: &ScanTaskState,
@@ -88,17 +115,13 @@ pub fn decide_task(
         schedule,
     } = command
     {
-        let schedule = if schedule.is_empty() {
-            "weekly".to_owned()
-        } else {
-            schedule
-        };
-        if !SCHEDULES.contains(&schedule.as_str()) {
+        let Some(schedule) = parse_schedule(&schedule) else {
+            let known: Vec<&str> = SCHEDULES.iter().map(|(name, _)| *name).collect();
             return Err(ScanningError::InvalidInput(format!(
                 "schedule {schedule:?} is not one of {}",
-                SCHEDULES.join(", ")
+                known.join(", ")
             )));
-        }
+        };
         if !targets.all_devices && targets.groups.is_empty() && targets.device_ids.is_empty() {
             return Err(ScanningError::InvalidInput(
                 "a scan task needs targets: all devices, groups or devices".to_owned(),
@@ -111,7 +134,7 @@ pub fn decide_task(
             task_id,
             name,
             targets: Some(targets),
-            schedule,
+            schedule: schedule.into(),
         })]);
     }
     let task_id = match &command {
@@ -178,7 +201,7 @@ pub fn evolve_task(mut state: ScanTaskState, event: &ScanningEvent) -> ScanTaskS
             state.task_id = Some(e.task_id.clone());
             state.name = e.name.clone();
             state.targets = e.targets.clone().unwrap_or_default();
-            state.schedule = e.schedule.clone();
+            state.schedule = schedule_name(e.schedule()).to_owned();
         }
         ScanningEvent::ScanStarted(e) => {
             state.status = TaskStatus::Running;
