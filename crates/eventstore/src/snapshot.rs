@@ -221,7 +221,13 @@ impl<P: Snapshottable> Snapshotter<P> {
     /// Passes until `shutdown`; transient database errors are retried at the next pass.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), EventStoreError> {
         while !shutdown.is_cancelled() {
-            match self.pass().await {
+            // A first pass over a long log takes a while; a shutdown does not wait for it (every
+            // snapshot and mark is written atomically, so stopping between writes loses nothing).
+            let pass = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                pass = self.pass() => pass,
+            };
+            match pass {
                 Ok(_) => {}
                 Err(SnapshotError::Store(error)) if error.is_transient() => {
                     tracing::warn!(projection = P::NAME, %error, "snapshotting failed; retrying");
