@@ -96,6 +96,39 @@ async fn replay_until<P: Snapshottable>(
     Ok((as_of.projection, replayed, as_of.first_recorded_at))
 }
 
+type Replayed<P> = Result<(P, String, Option<DateTime<Utc>>), StateError>;
+
+/// Starts rebuilding `service`'s read model if this process hosts its log.
+fn spawn_replay<P: Snapshottable>(
+    stores: &[(&'static str, EventStore)],
+    service: &'static str,
+    at: DateTime<Utc>,
+    use_snapshots: bool,
+) -> Option<tokio::task::JoinHandle<Replayed<P>>> {
+    let store = stores
+        .iter()
+        .find(|(hosted, _)| *hosted == service)
+        .map(|(_, store)| store.clone())?;
+    Some(tokio::spawn(async move {
+        replay_until::<P>(service, &store, at, use_snapshots).await
+    }))
+}
+
+async fn joined<P>(
+    task: Option<tokio::task::JoinHandle<Replayed<P>>>,
+) -> Result<Option<(P, String, Option<DateTime<Utc>>)>, StateError> {
+    match task {
+        None => Ok(None),
+        Some(task) => match task.await {
+            Ok(replayed) => replayed.map(Some),
+            Err(error) => Err(StateError::Apply {
+                service: "audit",
+                reason: format!("the replay task ended abnormally: {error}"),
+            }),
+        },
+    }
+}
+
 /// Rebuilds the state at `at` from the hosted logs.
 pub async fn state_at(
     stores: &[(&'static str, EventStore)],
@@ -113,50 +146,44 @@ pub async fn state_at(
             first_event = Some(first_event.map_or(first, |f| f.min(first)));
         }
     };
-    let mut installing_view = None;
     let mut unknown = None;
-    for (service, store) in stores {
-        match *service {
-            "approvals" => {
-                let (view, replayed, first) =
-                    replay_until::<ApprovalsView>(service, store, at, !query.from_zero).await?;
-                note_first(first);
-                response.replayed.push(replayed);
-                if let Some(update_id) = &query.update_id
-                    && !view.updates.contains_key(update_id)
-                    && !view.approvals.contains_key(update_id)
-                {
-                    unknown = Some(StateError::UnknownUpdate {
-                        update_id: update_id.clone(),
-                        at: at.to_rfc3339(),
-                    });
-                }
-                approvals_at(&view, query, &mut response);
-            }
-            "scanning" => {
-                let (view, replayed, first) =
-                    replay_until::<ScanningView>(service, store, at, !query.from_zero).await?;
-                note_first(first);
-                response.replayed.push(replayed);
-                if let Some(device_id) = &query.device_id
-                    && !view.devices.contains_key(device_id)
-                {
-                    unknown = Some(StateError::UnknownDevice {
-                        device_id: device_id.clone(),
-                        at: at.to_rfc3339(),
-                    });
-                }
-                devices_at(&view, query, &mut response);
-            }
-            "installing" => {
-                let (view, replayed, first) =
-                    replay_until::<InstallingView>(service, store, at, !query.from_zero).await?;
-                note_first(first);
-                response.replayed.push(replayed);
-                installing_view = Some(view);
-            }
-            _ => {}
+    // The logs are independent: each is rebuilt in a task of its own, so they use both cores.
+    let use_snapshots = !query.from_zero;
+    let approvals = spawn_replay::<ApprovalsView>(stores, "approvals", at, use_snapshots);
+    let scanning = spawn_replay::<ScanningView>(stores, "scanning", at, use_snapshots);
+    let installing = spawn_replay::<InstallingView>(stores, "installing", at, use_snapshots);
+    if let Some((view, replayed, first)) = joined(approvals).await? {
+        note_first(first);
+        response.replayed.push(replayed);
+        if let Some(update_id) = &query.update_id
+            && !view.updates.contains_key(update_id)
+            && !view.approvals.contains_key(update_id)
+        {
+            unknown = Some(StateError::UnknownUpdate {
+                update_id: update_id.clone(),
+                at: at.to_rfc3339(),
+            });
         }
+        approvals_at(&view, query, &mut response);
+    }
+    if let Some((view, replayed, first)) = joined(scanning).await? {
+        note_first(first);
+        response.replayed.push(replayed);
+        if let Some(device_id) = &query.device_id
+            && !view.devices.contains_key(device_id)
+        {
+            unknown = Some(StateError::UnknownDevice {
+                device_id: device_id.clone(),
+                at: at.to_rfc3339(),
+            });
+        }
+        devices_at(&view, query, &mut response);
+    }
+    let mut installing_view = None;
+    if let Some((view, replayed, first)) = joined(installing).await? {
+        note_first(first);
+        response.replayed.push(replayed);
+        installing_view = Some(view);
     }
     if let Some(view) = installing_view {
         installing_at(&view, query, decoder, &mut response);

@@ -36,14 +36,29 @@ enum Inner {
     },
 }
 
+/// Whether a replay reads ahead in a task of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadAhead {
+    /// On PostgreSQL only: on SQLite a second reader only adds contention when applying is cheap.
+    PostgresOnly,
+    /// On both backends: when applying an event costs about as much as reading it, as rebuilding
+    /// a service's read model does, the two overlap on two cores.
+    Always,
+}
+
 /// Pages read ahead of the caller besides the one the task is reading: one is enough to keep the
 /// database busy, more would only hold more memory.
 const READ_AHEAD: usize = 1;
 
 impl Replay {
-    pub(crate) fn start(store: EventStore, after: LogPosition, page_size: usize) -> Self {
+    pub(crate) fn start(
+        store: EventStore,
+        after: LogPosition,
+        page_size: usize,
+        read_ahead: ReadAhead,
+    ) -> Self {
         let page_size = page_size.max(1);
-        if store.backend_name() != "postgres" {
+        if read_ahead == ReadAhead::PostgresOnly && store.backend_name() != "postgres" {
             return Self {
                 inner: Inner::InPlace {
                     store,

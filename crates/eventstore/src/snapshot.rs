@@ -139,7 +139,7 @@ pub async fn load_as_of<P: Snapshottable>(
             .await?
             .map(|mark| mark.horizon);
     }
-    let mut pages = store.replay(after, PAGE);
+    let mut pages = store.replay_read_ahead(after, PAGE);
     'pages: while let Some(page) = pages.next_page().await? {
         for event in &page {
             if horizon.is_some_and(|horizon| event.position >= horizon) {
@@ -285,7 +285,7 @@ impl<P: Snapshottable> Snapshotter<P> {
             None => (P::default(), None),
         };
         let mut since = 0;
-        let mut pages = self.store.replay(after, PAGE);
+        let mut pages = self.store.replay_read_ahead(after, PAGE);
         while let Some(page) = pages.next_page().await? {
             for event in &page {
                 projection

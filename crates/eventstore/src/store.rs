@@ -19,7 +19,7 @@ use crate::event::{
     validate_append, validate_append_streams, validate_stream_id,
 };
 use crate::notify::{CHANNEL, Notifier};
-use crate::replay::Replay;
+use crate::replay::{ReadAhead, Replay};
 use crate::subscription::Subscription;
 use crate::upcast::Upcasters;
 use crate::{postgres, sqlite};
@@ -299,7 +299,14 @@ impl EventStore {
     /// next page while the caller applies the current one: what a projection rebuild should use.
     /// Each page is what [`EventStore::read_all`] returns; see [`Replay`].
     pub fn replay(&self, after: LogPosition, page_size: usize) -> Replay {
-        Replay::start(self.clone(), after, page_size)
+        Replay::start(self.clone(), after, page_size, ReadAhead::PostgresOnly)
+    }
+
+    /// [`EventStore::replay`] that reads ahead on SQLite too: for callers whose work per event is
+    /// about the cost of reading it (rebuilding the services' read models), so reading and
+    /// applying overlap on two cores (docs/benchmarks.md, "Time travel").
+    pub fn replay_read_ahead(&self, after: LogPosition, page_size: usize) -> Replay {
+        Replay::start(self.clone(), after, page_size, ReadAhead::Always)
     }
 
     /// How many events are stored after `after` (visible to `read_all` or not yet): a subscriber's lag.
