@@ -194,8 +194,9 @@ async fn one_trace_from_the_grpc_request_to_the_job_stream() {
             .any(|link| link.span_context.trace_id() == first_dispatch.span_context.trace_id()),
         "the resend links to the job's trace: {resend:?}"
     );
-    // The installing service's consumers copy other services' events in batches: their batch span
-    // links to each event's trace, the approval's among them.
+    // The installing service's consumers copy other services' events in batches: a batch span
+    // links to each event's trace rather than joining one. An event that arrives alone is handled
+    // in a `consume` span of its own trace. Either way the approval's trace reaches the consumer.
     let approval_traces: Vec<TraceId> = spans
         .iter()
         .filter(|s| s.name == "grpc.request")
@@ -206,12 +207,25 @@ async fn one_trace_from_the_grpc_request_to_the_job_stream() {
         })
         .map(|s| s.span_context.trace_id())
         .collect();
-    assert!(
-        spans.iter().any(|s| s.name == "consume.batch"
+    let linked_by_a_batch = spans.iter().any(|s| {
+        s.name == "consume.batch"
             && s.links
                 .iter()
-                .any(|link| approval_traces.contains(&link.span_context.trace_id()))),
-        "no consumer batch span links to the approval's trace"
+                .any(|link| approval_traces.contains(&link.span_context.trace_id()))
+    });
+    let consumed_alone = spans
+        .iter()
+        .any(|s| s.name == "consume" && approval_traces.contains(&s.span_context.trace_id()));
+    assert!(
+        linked_by_a_batch || consumed_alone,
+        "the approval's trace reaches no consumer, by link or by parent"
     );
+    // A batch span never joins the trace of one of its events.
+    for batch in spans.iter().filter(|s| s.name == "consume.batch") {
+        assert!(
+            !approval_traces.contains(&batch.span_context.trace_id()),
+            "a batch span joined the approval's trace: {batch:?}"
+        );
+    }
     drop(databases);
 }
