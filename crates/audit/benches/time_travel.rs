@@ -132,12 +132,8 @@ async fn run(
     );
     // Let the snapshotters finish the snapshots that are due, then stop them.
     let caught_up = Instant::now();
-    for (store, pass) in [
-        (&approvals_store, pass::<ApprovalsView> as PassFn),
-        (&scanning_store, pass::<ScanningView> as PassFn),
-    ] {
-        while pass(store.clone()).await? {}
-    }
+    finish_snapshots::<ApprovalsView>(&approvals_store).await?;
+    finish_snapshots::<ScanningView>(&scanning_store).await?;
     stop.cancel();
     for snapshotter in snapshotters {
         snapshotter.await??;
@@ -229,16 +225,11 @@ async fn run(
     Ok(())
 }
 
-type PassFn = fn(EventStore) -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<bool>>>>;
-
-/// One snapshotter pass; whether it wrote a snapshot (so another may be due).
-fn pass<P: Snapshottable>(
-    store: EventStore,
-) -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<bool>>>> {
-    Box::pin(async move {
-        let pass = Snapshotter::<P>::new(store).pass().await?;
-        Ok(!pass.snapshots.is_empty())
-    })
+/// Runs snapshotter passes until one writes no snapshot: every due snapshot is then stored.
+async fn finish_snapshots<P: Snapshottable>(store: &EventStore) -> anyhow::Result<()> {
+    let snapshotter = Snapshotter::<P>::new(store.clone());
+    while !snapshotter.pass().await?.snapshots.is_empty() {}
+    Ok(())
 }
 
 async fn report_snapshots(store: &EventStore, name: &str) -> anyhow::Result<()> {

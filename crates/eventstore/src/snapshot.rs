@@ -24,7 +24,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sqlx::Row as _;
+use sqlx::{AssertSqlSafe, Row as _};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::EventStoreError;
@@ -486,52 +486,46 @@ pub async fn time_mark_at_or_after(
     store: &EventStore,
     at: DateTime<Utc>,
 ) -> Result<Option<TimeMark>, EventStoreError> {
-    match store.backend() {
-        Backend::Postgres(pool) => {
-            let row = sqlx::query(
-                "SELECT taken_at, horizon_commit_id, horizon_position FROM log_time_marks \
-                 WHERE taken_at >= $1 ORDER BY taken_at, mark_id LIMIT 1",
-            )
-            .bind(at)
-            .fetch_optional(pool)
-            .await?;
-            row.map(|row| mark_from(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
-                .transpose()
-        }
-        Backend::Sqlite(pool) => {
-            let row = sqlx::query(
-                "SELECT taken_at_micros, horizon_commit_id, horizon_position FROM log_time_marks \
-                 WHERE taken_at_micros >= ? ORDER BY taken_at_micros, mark_id LIMIT 1",
-            )
-            .bind(at.timestamp_micros())
-            .fetch_optional(pool)
-            .await?;
-            row.map(|row| mark_from(micros(row.try_get(0)?)?, row.try_get(1)?, row.try_get(2)?))
-                .transpose()
-        }
-    }
+    find_mark(store, Some(at)).await
 }
 
 /// The newest time mark.
 pub async fn latest_time_mark(store: &EventStore) -> Result<Option<TimeMark>, EventStoreError> {
+    find_mark(store, None).await
+}
+
+/// The first mark taken at or after `at`, or the newest when `at` is `None`.
+async fn find_mark(
+    store: &EventStore,
+    at: Option<DateTime<Utc>>,
+) -> Result<Option<TimeMark>, EventStoreError> {
+    let (taken_at, placeholder) = match store.backend() {
+        Backend::Postgres(_) => ("taken_at", "$1"),
+        Backend::Sqlite(_) => ("taken_at_micros", "?"),
+    };
+    let order = match at {
+        Some(_) => format!("WHERE {taken_at} >= {placeholder} ORDER BY {taken_at}, mark_id"),
+        None => "ORDER BY mark_id DESC".to_owned(),
+    };
+    let sql = format!(
+        "SELECT {taken_at}, horizon_commit_id, horizon_position FROM log_time_marks {order} LIMIT 1"
+    );
     match store.backend() {
         Backend::Postgres(pool) => {
-            let row = sqlx::query(
-                "SELECT taken_at, horizon_commit_id, horizon_position FROM log_time_marks \
-                 ORDER BY mark_id DESC LIMIT 1",
-            )
-            .fetch_optional(pool)
-            .await?;
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            if let Some(at) = at {
+                query = query.bind(at);
+            }
+            let row = query.fetch_optional(pool).await?;
             row.map(|row| mark_from(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))
                 .transpose()
         }
         Backend::Sqlite(pool) => {
-            let row = sqlx::query(
-                "SELECT taken_at_micros, horizon_commit_id, horizon_position FROM log_time_marks \
-                 ORDER BY mark_id DESC LIMIT 1",
-            )
-            .fetch_optional(pool)
-            .await?;
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            if let Some(at) = at {
+                query = query.bind(at.timestamp_micros());
+            }
+            let row = query.fetch_optional(pool).await?;
             row.map(|row| mark_from(micros(row.try_get(0)?)?, row.try_get(1)?, row.try_get(2)?))
                 .transpose()
         }
