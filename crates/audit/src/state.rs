@@ -177,7 +177,7 @@ pub async fn state_at(
                 at: at.to_rfc3339(),
             });
         }
-        devices_at(&view, query, &mut response);
+        devices_at(&view, query, &mut response)?;
     }
     let mut installing_view = None;
     if let Some((view, replayed, first)) = joined(installing).await? {
@@ -253,7 +253,11 @@ fn approvals_at(view: &ApprovalsView, query: &StateQuery, response: &mut pb::Sta
     }
 }
 
-fn devices_at(view: &ScanningView, query: &StateQuery, response: &mut pb::StateAtResponse) {
+fn devices_at(
+    view: &ScanningView,
+    query: &StateQuery,
+    response: &mut pb::StateAtResponse,
+) -> Result<(), StateError> {
     for (device_id, entry) in &view.devices {
         if query
             .device_id
@@ -262,7 +266,16 @@ fn devices_at(view: &ScanningView, query: &StateQuery, response: &mut pb::StateA
         {
             continue;
         }
-        let scan = entry.last_scan.clone().unwrap_or_default();
+        let scan = entry
+            .last_scan
+            .as_ref()
+            .map(|scan| scan.decode())
+            .transpose()
+            .map_err(|error| StateError::Apply {
+                service: "scanning",
+                reason: error.to_string(),
+            })?
+            .unwrap_or_default();
         response.devices.push(pb::DeviceAt {
             device_id: device_id.clone(),
             hostname: entry.state.hostname.clone(),
@@ -280,6 +293,7 @@ fn devices_at(view: &ScanningView, query: &StateQuery, response: &mut pb::StateA
             installed_update_ids: Vec::new(),
         });
     }
+    Ok(())
 }
 
 fn installing_at(

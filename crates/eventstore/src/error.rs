@@ -50,6 +50,9 @@ pub enum EventStoreError {
     /// The database failed or could not be reached.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A SQLite replay read (outside sqlx) failed.
+    #[error("SQLite read failed: {0}")]
+    SqliteRead(String),
 }
 
 impl EventStoreError {

@@ -17,11 +17,13 @@
 mod error;
 mod event;
 mod notify;
+mod pg_copy;
 mod postgres;
 mod replay;
 mod seal;
 mod snapshot;
 mod sqlite;
+mod sqlite_reader;
 mod store;
 mod subscription;
 mod upcast;

@@ -20,6 +20,7 @@ use crate::event::{
 };
 use crate::notify::{CHANNEL, Notifier};
 use crate::replay::{ReadAhead, Replay};
+use crate::sqlite_reader::SqliteReader;
 use crate::subscription::Subscription;
 use crate::upcast::Upcasters;
 use crate::{postgres, sqlite};
@@ -75,6 +76,8 @@ struct Inner {
     notifier: OnceLock<Notifier>,
     /// The payload of this store's notifies, so its own listener can tell them from others'.
     notify_id: String,
+    /// SQLite files (not `:memory:`): reads of the global order bypass sqlx (see [`SqliteReader`]).
+    sqlite_reader: Option<SqliteReader>,
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +93,7 @@ impl EventStore {
     }
 
     pub async fn connect_with(url: &str, options: StoreOptions) -> Result<Self, EventStoreError> {
+        let mut sqlite_reader = None;
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
                 .max_connections(options.max_connections)
@@ -109,6 +113,9 @@ impl EventStore {
                 })
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(30));
+            if !in_memory {
+                sqlite_reader = Some(SqliteReader::new(connect.get_filename().to_path_buf()));
+            }
             let pool = SqlitePoolOptions::new()
                 // Each connection to `:memory:` would be a separate database.
                 .max_connections(if in_memory {
@@ -134,6 +141,7 @@ impl EventStore {
                 appended_events: AtomicU64::new(0),
                 notifier: OnceLock::new(),
                 notify_id: Uuid::new_v4().simple().to_string(),
+                sqlite_reader,
             }),
         })
     }
@@ -286,12 +294,11 @@ impl EventStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, EventStoreError> {
         match &self.inner.backend {
-            Backend::Postgres(pool) => {
-                postgres::read_all(&mut *pool.acquire().await?, after, limit).await
-            }
-            Backend::Sqlite(pool) => {
-                sqlite::read_all(&mut *pool.acquire().await?, after, limit).await
-            }
+            Backend::Postgres(pool) => postgres::read_all(pool, after, limit).await,
+            Backend::Sqlite(pool) => match &self.inner.sqlite_reader {
+                Some(reader) => reader.read_all(after, limit).await,
+                None => sqlite::read_all(&mut *pool.acquire().await?, after, limit).await,
+            },
         }
     }
 

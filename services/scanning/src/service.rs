@@ -19,7 +19,7 @@ use crate::domain::{
 use crate::engine::{self, DeviceInventory};
 use crate::events::{DecodeError, ScanningEvent};
 use crate::group_commit::GroupCommit;
-use crate::view::{ScanningView, TaskEntry};
+use crate::view::{LastScan, ScanningView, TaskEntry};
 
 /// The task every installation gets: all devices, weekly.
 pub const DEFAULT_TASK: &str = "default";
@@ -551,7 +551,12 @@ impl Scanning {
                 .get(id.as_str())
                 .filter(|e| e.state.device_id.is_some())
                 .ok_or_else(|| ScanningError::UnknownDevice(id.clone()))?;
-            let scan = entry.last_scan.clone().unwrap_or_default();
+            let scan = entry
+                .last_scan
+                .as_ref()
+                .map(LastScan::decode)
+                .transpose()?
+                .unwrap_or_default();
             out.push(pb::DeviceRequired {
                 device: Some(view.device_summary(id, entry)),
                 required: scan.required,
