@@ -8,6 +8,7 @@
 //! An in-memory database cannot be opened twice, so it keeps reading through sqlx.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -32,6 +33,8 @@ const IDLE_CONNECTIONS: usize = 2;
 pub(crate) struct SqliteReader {
     path: PathBuf,
     idle: Arc<Mutex<Vec<Connection>>>,
+    /// Set by [`EventStore::close`](crate::EventStore::close): reads fail as the closed pool's do.
+    closed: Arc<AtomicBool>,
 }
 
 impl SqliteReader {
@@ -39,7 +42,17 @@ impl SqliteReader {
         Self {
             path,
             idle: Arc::new(Mutex::new(Vec::new())),
+            closed: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Closes the idle connections; later reads fail like the closed pool's.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
     }
 
     /// Up to `limit` events after `after` in global order, as stored (not upcast).
@@ -48,6 +61,9 @@ impl SqliteReader {
         after: LogPosition,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, EventStoreError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(EventStoreError::Database(sqlx::Error::PoolClosed));
+        }
         let reader = self.clone();
         tokio::task::spawn_blocking(move || {
             let connection = reader.connection()?;
@@ -86,7 +102,7 @@ impl SqliteReader {
 
     fn give_back(&self, connection: Connection) {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < IDLE_CONNECTIONS {
+        if idle.len() < IDLE_CONNECTIONS && !self.closed.load(Ordering::SeqCst) {
             idle.push(connection);
         }
     }

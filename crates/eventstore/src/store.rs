@@ -437,7 +437,12 @@ impl EventStore {
                     notifier.stopped().await;
                 }
             }
-            Backend::Sqlite(pool) => pool.close().await,
+            Backend::Sqlite(pool) => {
+                if let Some(reader) = &self.inner.sqlite_reader {
+                    reader.close();
+                }
+                pool.close().await;
+            }
         }
     }
 

@@ -91,6 +91,7 @@ on_every_backend!(
     a_large_batch_keeps_versions_and_positions_in_step,
     replay_reads_ahead_and_returns_what_read_all_returns,
     snapshots_and_time_marks_answer_as_a_replay_from_zero,
+    a_closed_store_refuses_reads,
 );
 
 async fn multi_stream_appends_are_all_or_nothing_with_per_stream_semantics(store: EventStore) {
@@ -865,6 +866,21 @@ async fn replay_reads_ahead_and_returns_what_read_all_returns(store: EventStore)
     assert_eq!(early.next_page().await.unwrap().unwrap().len(), 1);
     drop(early);
     assert_eq!(store.read_all(LogPosition::START, 100).await.unwrap(), all);
+}
+
+/// Reads of the global order do not go through the pool on SQLite files; closing still ends them.
+async fn a_closed_store_refuses_reads(store: EventStore) {
+    store
+        .append("s", ExpectedVersion::NoStream, &[event("E", "x")])
+        .await
+        .unwrap();
+    assert_eq!(settled(&store).await.len(), 1);
+    store.close().await;
+    let error = store.read_all(LogPosition::START, 10).await.unwrap_err();
+    assert!(
+        matches!(error, EventStoreError::Database(sqlx::Error::PoolClosed)),
+        "{error:?}"
+    );
 }
 
 /// A read cancelled while its rows stream in (a replay dropped early) must not leave a broken
