@@ -25,6 +25,12 @@ const READ_ALL_SQL: &str = "SELECT global_position, stream_id, stream_version, e
      schema_version, payload, correlation_id, causation_id, actor, traceparent, tracestate, \
      recorded_at_micros FROM events WHERE global_position > ?1 ORDER BY global_position LIMIT ?2";
 
+/// [`READ_ALL_SQL`] with `content_digest` as column 13.
+const READ_WITH_DIGESTS_SQL: &str = "SELECT global_position, stream_id, stream_version, event_id, \
+     event_type, schema_version, payload, correlation_id, causation_id, actor, traceparent, \
+     tracestate, recorded_at_micros, content_digest FROM events WHERE global_position > ?1 \
+     ORDER BY global_position LIMIT ?2";
+
 /// Idle connections kept for the next read: one per concurrent replay is plenty on two cores.
 const IDLE_CONNECTIONS: usize = 2;
 
@@ -61,17 +67,58 @@ impl SqliteReader {
         after: LogPosition,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, EventStoreError> {
+        self.on_connection(move |connection| {
+            read_page(connection, READ_ALL_SQL, after, limit, decode_row)
+        })
+        .await
+    }
+
+    /// [`SqliteReader::read_all`] with each row's `content_digest`, for the chain verifier.
+    pub(crate) async fn read_all_with_digests(
+        &self,
+        after: LogPosition,
+        limit: usize,
+    ) -> Result<Vec<(RecordedEvent, Option<Vec<u8>>)>, EventStoreError> {
+        self.on_connection(move |connection| {
+            read_page(connection, READ_WITH_DIGESTS_SQL, after, limit, |row| {
+                let event = decode_row(row)?;
+                let digest = match row
+                    .get_ref(13)
+                    .map_err(|error| EventStoreError::SqliteRead(error.to_string()))?
+                {
+                    ValueRef::Null => None,
+                    // A digest edited into text is still bytes the verifier compares.
+                    ValueRef::Blob(bytes) | ValueRef::Text(bytes) => Some(bytes.to_vec()),
+                    ValueRef::Integer(_) | ValueRef::Real(_) => {
+                        return Err(EventStoreError::Corrupt {
+                            global_position: event.position.global_position,
+                            reason: "column content_digest holds a number".to_owned(),
+                        });
+                    }
+                };
+                Ok((event, digest))
+            })
+        })
+        .await
+    }
+
+    /// Runs `read` on an idle (or new) connection on a blocking thread; the connection is kept
+    /// for the next read only if this one succeeded.
+    async fn on_connection<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Connection) -> Result<T, EventStoreError> + Send + 'static,
+    ) -> Result<T, EventStoreError> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(EventStoreError::Database(sqlx::Error::PoolClosed));
         }
         let reader = self.clone();
         tokio::task::spawn_blocking(move || {
             let connection = reader.connection()?;
-            let events = read_page(&connection, after, limit);
-            if events.is_ok() {
+            let result = read(&connection);
+            if result.is_ok() {
                 reader.give_back(connection);
             }
-            events
+            result
         })
         .await
         .map_err(|error| {
@@ -112,24 +159,26 @@ fn read_error(path: &std::path::Path, error: &rusqlite::Error) -> EventStoreErro
     EventStoreError::SqliteRead(format!("reading {}: {error}", path.display()))
 }
 
-fn read_page(
+fn read_page<T>(
     connection: &Connection,
+    sql: &str,
     after: LogPosition,
     limit: usize,
-) -> Result<Vec<RecordedEvent>, EventStoreError> {
+    decode: impl Fn(&rusqlite::Row<'_>) -> Result<T, EventStoreError>,
+) -> Result<Vec<T>, EventStoreError> {
     let fail = |error: rusqlite::Error| EventStoreError::SqliteRead(error.to_string());
-    let mut statement = connection.prepare(READ_ALL_SQL).map_err(fail)?;
+    let mut statement = connection.prepare(sql).map_err(fail)?;
     let mut rows = statement
         .query((
             i64::try_from(after.global_position).unwrap_or(i64::MAX),
             i64::try_from(limit).unwrap_or(i64::MAX),
         ))
         .map_err(fail)?;
-    let mut events = Vec::with_capacity(limit.min(16_384));
+    let mut page = Vec::with_capacity(limit.min(16_384));
     while let Some(row) = rows.next().map_err(fail)? {
-        events.push(decode_row(row)?);
+        page.push(decode(row)?);
     }
-    Ok(events)
+    Ok(page)
 }
 
 /// One row of [`READ_ALL_SQL`] as an event; a value of the wrong type is a corrupt row, named by its

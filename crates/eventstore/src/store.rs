@@ -424,6 +424,11 @@ impl EventStore {
         wake_ups
     }
 
+    /// The rusqlite reader of a SQLite file store (see [`SqliteReader`]).
+    pub(crate) fn sqlite_reader(&self) -> Option<&SqliteReader> {
+        self.inner.sqlite_reader.as_ref()
+    }
+
     pub(crate) fn backend(&self) -> &Backend {
         &self.inner.backend
     }

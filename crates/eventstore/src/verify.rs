@@ -611,9 +611,12 @@ impl EventStore {
             Backend::Postgres(pool) => {
                 postgres::read_all_with_digests(&mut *pool.acquire().await?, after, limit).await
             }
-            Backend::Sqlite(pool) => {
-                sqlite::read_all_with_digests(&mut *pool.acquire().await?, after, limit).await
-            }
+            Backend::Sqlite(pool) => match self.sqlite_reader() {
+                Some(reader) => reader.read_all_with_digests(after, limit).await,
+                None => {
+                    sqlite::read_all_with_digests(&mut *pool.acquire().await?, after, limit).await
+                }
+            },
         }
     }
 }
