@@ -9,7 +9,7 @@ use patchbay_installing::view::InstallingView;
 use patchbay_proto::approvals::v1::ApprovalStatus;
 use patchbay_proto::audit::v1 as pb;
 use patchbay_proto::installing::v1 as installing;
-use patchbay_scanning::view::ScanningView;
+use patchbay_scanning::view::{LastScan, ScanningView};
 use prost::Message as _;
 
 use crate::EventDecoder;
@@ -179,13 +179,9 @@ pub async fn state_at(
         }
         devices_at(&view, query, &mut response)?;
     }
-    let mut installing_view = None;
     if let Some((view, replayed, first)) = joined(installing).await? {
         note_first(first);
         response.replayed.push(replayed);
-        installing_view = Some(view);
-    }
-    if let Some(view) = installing_view {
         installing_at(&view, query, decoder, &mut response);
     }
     match first_event {
@@ -269,7 +265,7 @@ fn devices_at(
         let scan = entry
             .last_scan
             .as_ref()
-            .map(|scan| scan.decode())
+            .map(LastScan::decode)
             .transpose()
             .map_err(|error| StateError::Apply {
                 service: "scanning",

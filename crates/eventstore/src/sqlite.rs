@@ -17,7 +17,8 @@ use crate::seal::{
 };
 use crate::store::{StoredId, resolve_unappended, to_u64};
 
-const EVENT_COLUMNS: &str = "global_position, stream_id, stream_version, event_id, event_type, \
+/// The columns every read of whole events selects, in the order the decoders expect.
+pub(crate) const EVENT_COLUMNS: &str = "global_position, stream_id, stream_version, event_id, event_type, \
      schema_version, payload, correlation_id, causation_id, actor, traceparent, tracestate, recorded_at_micros";
 
 /// Rows per `INSERT` statement: 10 parameters a row plus 5 shared ones stay well under SQLite's

@@ -19,17 +19,17 @@ use uuid::Uuid;
 
 use crate::error::EventStoreError;
 use crate::event::{EventMetadata, LogPosition, RecordedEvent};
+use crate::sqlite::EVENT_COLUMNS;
 
-/// The columns [`decode_row`] expects, in order: the same as the sqlx read of the backend.
-const READ_ALL_SQL: &str = "SELECT global_position, stream_id, stream_version, event_id, event_type, \
-     schema_version, payload, correlation_id, causation_id, actor, traceparent, tracestate, \
-     recorded_at_micros FROM events WHERE global_position > ?1 ORDER BY global_position LIMIT ?2";
-
-/// [`READ_ALL_SQL`] with `content_digest` as column 13.
-const READ_WITH_DIGESTS_SQL: &str = "SELECT global_position, stream_id, stream_version, event_id, \
-     event_type, schema_version, payload, correlation_id, causation_id, actor, traceparent, \
-     tracestate, recorded_at_micros, content_digest FROM events WHERE global_position > ?1 \
-     ORDER BY global_position LIMIT ?2";
+/// A page of the global order; with `with_digest`, each row's `content_digest` follows the event
+/// columns (`sqlite::EVENT_COLUMNS`, the order [`decode_row`] expects) as column 13.
+fn read_all_sql(with_digest: bool) -> String {
+    format!(
+        "SELECT {EVENT_COLUMNS}{digest} FROM events WHERE global_position > ?1 \
+         ORDER BY global_position LIMIT ?2",
+        digest = if with_digest { ", content_digest" } else { "" },
+    )
+}
 
 /// Idle connections kept for the next read: one per concurrent replay is plenty on two cores.
 const IDLE_CONNECTIONS: usize = 2;
@@ -68,7 +68,7 @@ impl SqliteReader {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, EventStoreError> {
         self.on_connection(move |connection| {
-            read_page(connection, READ_ALL_SQL, after, limit, decode_row)
+            read_page(connection, &read_all_sql(false), after, limit, decode_row)
         })
         .await
     }
@@ -80,7 +80,7 @@ impl SqliteReader {
         limit: usize,
     ) -> Result<Vec<(RecordedEvent, Option<Vec<u8>>)>, EventStoreError> {
         self.on_connection(move |connection| {
-            read_page(connection, READ_WITH_DIGESTS_SQL, after, limit, |row| {
+            read_page(connection, &read_all_sql(true), after, limit, |row| {
                 let event = decode_row(row)?;
                 let digest = match row
                     .get_ref(13)
@@ -181,7 +181,7 @@ fn read_page<T>(
     Ok(page)
 }
 
-/// One row of [`READ_ALL_SQL`] as an event; a value of the wrong type is a corrupt row, named by its
+/// One row of [`read_all_sql`] as an event; a value of the wrong type is a corrupt row, named by its
 /// position, never a panic.
 fn decode_row(row: &rusqlite::Row<'_>) -> Result<RecordedEvent, EventStoreError> {
     let column = |index: usize| {
