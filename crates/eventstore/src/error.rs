@@ -50,12 +50,33 @@ pub enum EventStoreError {
     /// The database failed or could not be reached.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
-    /// A SQLite replay read (outside sqlx) failed.
-    #[error("SQLite read failed: {0}")]
-    SqliteRead(String),
+    /// A SQLite read or append made outside sqlx (the rusqlite reader and writer) failed.
+    #[error("SQLite failed: {message}")]
+    Sqlite {
+        message: String,
+        /// The database was locked by another writer for longer than the busy timeout.
+        busy: bool,
+    },
 }
 
 impl EventStoreError {
+    /// A rusqlite failure while doing `context` (e.g. "appending to stream 'x' in /var/lib/...").
+    pub(crate) fn sqlite(context: impl std::fmt::Display, error: &rusqlite::Error) -> Self {
+        let busy = matches!(
+            error.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        );
+        let hint = if busy {
+            "; another process holds the database's write lock: stop it or retry later"
+        } else {
+            ""
+        };
+        EventStoreError::Sqlite {
+            message: format!("{context}: {error}{hint}"),
+            busy,
+        }
+    }
+
     /// Whether retrying the same operation later may succeed (connection loss, pool timeout, busy).
     pub fn is_transient(&self) -> bool {
         match self {
@@ -77,6 +98,7 @@ impl EventStoreError {
                             || code.starts_with("08")
                     })
             }
+            EventStoreError::Sqlite { busy, .. } => *busy,
             _ => false,
         }
     }

@@ -24,6 +24,7 @@ mod seal;
 mod snapshot;
 mod sqlite;
 mod sqlite_reader;
+mod sqlite_writer;
 mod store;
 mod subscription;
 mod upcast;

@@ -21,28 +21,40 @@ use crate::store::{StoredId, resolve_unappended, to_u64};
 pub(crate) const EVENT_COLUMNS: &str = "global_position, stream_id, stream_version, event_id, event_type, \
      schema_version, payload, correlation_id, causation_id, actor, traceparent, tracestate, recorded_at_micros";
 
-/// Rows per `INSERT` statement: 10 parameters a row plus 5 shared ones stay well under SQLite's
+/// Rows per `INSERT` statement: 10 parameters a row plus 3 shared ones stay well under SQLite's
 /// limit of 32,766 variables, and a whole `MAX_BATCH` batch takes 5 statements at most.
-const ROWS_PER_INSERT: usize = 2_000;
+pub(crate) const ROWS_PER_INSERT: usize = 2_000;
 
-/// Parameters of each row in `insert_sql`.
+/// Parameters of each row in `events_insert_sql`.
 const ROW_PARAMETERS: usize = 10;
-const _: () = assert!(ROWS_PER_INSERT * ROW_PARAMETERS + 5 <= 32_766);
+const _: () = assert!(ROWS_PER_INSERT * ROW_PARAMETERS + 3 <= 32_766);
 
-/// Two statements run as one sqlx call: bump `streams` (`?` stream id, `?` new version), then insert
-/// the rows. The stream id, the version before the chunk and the timestamp are bound once in a
-/// one-row subquery that every row joins, instead of once per row: 10 binds per event instead of
-/// 13, and each bind is an allocation in sqlx. Placeholders are anonymous on purpose: sqlx looks a
-/// numbered placeholder (`?NNN`) up with `sqlite3_bind_parameter_name`, a linear scan, which made
-/// a 100-row insert quadratic. The text depends only on `rows`, so sqlx's statement cache reuses
-/// the prepared statements for every batch of that size.
-fn insert_sql(rows: usize) -> String {
+/// The stream's version (`?` stream id) and whether the batch's first event id (`?`) is stored:
+/// one query decides between inserting and the slower conflict / idempotent-retry path.
+pub(crate) const APPEND_CHECK_SQL: &str = "SELECT (SELECT version FROM streams WHERE stream_id = ?), \
+     EXISTS (SELECT 1 FROM events WHERE event_id = ?)";
+
+/// Claims the stream's new version (`?` stream id, `?` new version). `streams` is a WITHOUT ROWID
+/// table, so this leaves `last_insert_rowid` to the events insert that follows it.
+pub(crate) const STREAM_UPSERT_SQL: &str = "INSERT INTO streams (stream_id, version) VALUES (?, ?) \
+     ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version";
+
+/// Where an event id is stored (`?` event id), for the conflict / idempotent-retry path.
+pub(crate) const STORED_ID_SQL: &str =
+    "SELECT stream_id, stream_version, global_position FROM events WHERE event_id = ?";
+
+/// Inserts `rows` events of one stream. The stream id, the version before the chunk and the
+/// timestamp are bound once in a one-row subquery that every row joins, instead of once per row:
+/// 10 binds per event instead of 13. Placeholders are anonymous on purpose: sqlx looks a numbered
+/// placeholder (`?NNN`) up with `sqlite3_bind_parameter_name`, a linear scan, which made a
+/// 100-row insert quadratic. The text depends only on `rows`, so both sqlx's and rusqlite's
+/// statement caches reuse the prepared statement for every batch of that size. Bind order:
+/// stream id, version before the chunk, timestamp, then per row the ten [`RowValues`].
+pub(crate) fn events_insert_sql(rows: usize) -> String {
     use std::fmt::Write as _;
     let mut sql = String::with_capacity(420 + rows * 32);
     sql.push_str(
-        "INSERT INTO streams (stream_id, version) VALUES (?, ?) \
-         ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version; \
-         INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, payload, \
+        "INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, payload, \
          correlation_id, causation_id, actor, traceparent, tracestate, recorded_at_micros, content_digest) \
          SELECT v.column1, s.stream_id, s.base + v.column2, v.column3, v.column4, v.column5, v.column6, \
                 v.column7, v.column8, v.column9, v.column10, s.now, v.column11 \
@@ -59,27 +71,64 @@ fn insert_sql(rows: usize) -> String {
     sql
 }
 
+/// The ten values each row of [`events_insert_sql`] binds, in order, borrowed from the event.
+pub(crate) struct RowValues<'a> {
+    pub event_id: &'a [u8; 16],
+    pub event_type: &'a str,
+    pub schema_version: i64,
+    pub payload: &'a [u8],
+    pub correlation_id: &'a [u8; 16],
+    pub causation_id: Option<&'a [u8; 16]>,
+    pub actor: &'a str,
+    pub traceparent: Option<&'a str>,
+    pub tracestate: Option<&'a str>,
+    pub content_digest: &'a [u8; 32],
+}
+
+impl<'a> RowValues<'a> {
+    pub(crate) fn of(event: &'a NewEvent, content_digest: &'a [u8; 32]) -> Self {
+        Self {
+            event_id: event.event_id.as_bytes(),
+            event_type: &event.event_type,
+            schema_version: i64::from(event.schema_version),
+            payload: &event.payload,
+            correlation_id: event.metadata.correlation_id.as_bytes(),
+            causation_id: event.metadata.causation_id.as_ref().map(Uuid::as_bytes),
+            actor: &event.metadata.actor,
+            traceparent: event.metadata.traceparent.as_deref(),
+            tracestate: event.metadata.tracestate.as_deref(),
+            content_digest,
+        }
+    }
+}
+
+/// Each event's content digest (tamper evidence), computed while the rows are bound so appends
+/// pay no extra statement for it.
+pub(crate) fn content_digests(stream_id: &str, events: &[NewEvent]) -> Vec<[u8; 32]> {
+    events
+        .iter()
+        .map(|event| EventContent::of_new(stream_id, event, event.schema_version).digest())
+        .collect()
+}
+
 /// Appends inside a transaction the caller opened with `BEGIN IMMEDIATE`, so no other writer runs
 /// between the version check and the insert.
 ///
 /// Two calls reach sqlx's SQLite worker thread per chunk of rows: one `SELECT` for the stream's
 /// version and whether the batch's first event id is stored, then one that bumps `streams` and
 /// inserts the rows (each call is a round trip through the worker's channel, so fewer calls is
-/// what makes a small append cheaper).
+/// what makes a small append cheaper). `sqlite_writer::append` is the same append on rusqlite.
 pub(crate) async fn append(
     conn: &mut SqliteConnection,
     stream_id: &str,
     expected: ExpectedVersion,
     events: &[NewEvent],
 ) -> Result<AppendResult, EventStoreError> {
-    let (version, first_stored): (Option<i64>, bool) = sqlx::query_as(
-        "SELECT (SELECT version FROM streams WHERE stream_id = ?), \
-                EXISTS (SELECT 1 FROM events WHERE event_id = ?)",
-    )
-    .bind(stream_id)
-    .bind(events[0].event_id)
-    .fetch_one(&mut *conn)
-    .await?;
+    let (version, first_stored): (Option<i64>, bool) = sqlx::query_as(APPEND_CHECK_SQL)
+        .bind(stream_id)
+        .bind(events[0].event_id)
+        .fetch_one(&mut *conn)
+        .await?;
     let actual = version.map(|v| to_u64(v, 0)).transpose()?;
     if first_stored || !version_matches(expected, actual) {
         let stored = stored_ids(&mut *conn, events).await?;
@@ -89,37 +138,34 @@ pub(crate) async fn append(
     let now = Utc::now().timestamp_micros();
     let mut global_position = 0;
     let mut before = start;
-    // Hashed here, while the rows are bound: appends pay no extra call to SQLite's worker.
-    let digests: Vec<[u8; 32]> = events
-        .iter()
-        .map(|event| EventContent::of_new(stream_id, event, event.schema_version).digest())
-        .collect();
+    let digests = content_digests(stream_id, events);
     for (chunk, chunk_digests) in events
         .chunks(ROWS_PER_INSERT)
         .zip(digests.chunks(ROWS_PER_INSERT))
     {
         let after = before + chunk.len() as u64;
-        let mut query = sqlx::query(AssertSqlSafe(insert_sql(chunk.len())))
+        let sql = format!("{STREAM_UPSERT_SQL}; {}", events_insert_sql(chunk.len()));
+        let mut query = sqlx::query(AssertSqlSafe(sql))
             .bind(stream_id)
             .bind(i64::try_from(after).unwrap_or(i64::MAX))
             .bind(stream_id)
             .bind(i64::try_from(before).unwrap_or(i64::MAX))
             .bind(now);
         for (event, digest) in chunk.iter().zip(chunk_digests) {
+            let row = RowValues::of(event, digest);
             query = query
-                .bind(event.event_id)
-                .bind(event.event_type.as_str())
-                .bind(i64::from(event.schema_version))
-                .bind(event.payload.as_slice())
-                .bind(event.metadata.correlation_id)
-                .bind(event.metadata.causation_id)
-                .bind(event.metadata.actor.as_str())
-                .bind(event.metadata.traceparent.as_deref())
-                .bind(event.metadata.tracestate.as_deref())
-                .bind(digest.as_slice());
+                .bind(row.event_id.as_slice())
+                .bind(row.event_type)
+                .bind(row.schema_version)
+                .bind(row.payload)
+                .bind(row.correlation_id.as_slice())
+                .bind(row.causation_id.map(<[u8; 16]>::as_slice))
+                .bind(row.actor)
+                .bind(row.traceparent)
+                .bind(row.tracestate)
+                .bind(row.content_digest.as_slice());
         }
-        // The `streams` insert comes first: it is a WITHOUT ROWID table, and the events insert,
-        // last, leaves its highest rowid as the result's `last_insert_rowid`.
+        // The events insert, last, leaves its highest rowid as the result's `last_insert_rowid`.
         let result = query.execute(&mut *conn).await?;
         global_position = result.last_insert_rowid();
         before = after;
@@ -305,12 +351,10 @@ async fn stored_ids(
 ) -> Result<Vec<StoredId>, EventStoreError> {
     let mut stored = Vec::new();
     for event in events {
-        let row = sqlx::query(
-            "SELECT stream_id, stream_version, global_position FROM events WHERE event_id = ?",
-        )
-        .bind(event.event_id)
-        .fetch_optional(&mut *conn)
-        .await?;
+        let row = sqlx::query(STORED_ID_SQL)
+            .bind(event.event_id)
+            .fetch_optional(&mut *conn)
+            .await?;
         if let Some(row) = row {
             stored.push(StoredId {
                 event_id: event.event_id,

@@ -84,7 +84,7 @@ impl SqliteReader {
                 let event = decode_row(row)?;
                 let digest = match row
                     .get_ref(13)
-                    .map_err(|error| EventStoreError::SqliteRead(error.to_string()))?
+                    .map_err(|error| EventStoreError::sqlite("reading content_digest", &error))?
                 {
                     ValueRef::Null => None,
                     // A digest edited into text is still bytes the verifier compares.
@@ -121,8 +121,9 @@ impl SqliteReader {
             result
         })
         .await
-        .map_err(|error| {
-            EventStoreError::SqliteRead(format!("the reading thread failed: {error}"))
+        .map_err(|error| EventStoreError::Sqlite {
+            message: format!("the reading thread failed: {error}"),
+            busy: false,
         })?
     }
 
@@ -156,7 +157,7 @@ impl SqliteReader {
 }
 
 fn read_error(path: &std::path::Path, error: &rusqlite::Error) -> EventStoreError {
-    EventStoreError::SqliteRead(format!("reading {}: {error}", path.display()))
+    EventStoreError::sqlite(format_args!("reading {}", path.display()), error)
 }
 
 fn read_page<T>(
@@ -166,7 +167,7 @@ fn read_page<T>(
     limit: usize,
     decode: impl Fn(&rusqlite::Row<'_>) -> Result<T, EventStoreError>,
 ) -> Result<Vec<T>, EventStoreError> {
-    let fail = |error: rusqlite::Error| EventStoreError::SqliteRead(error.to_string());
+    let fail = |error: rusqlite::Error| EventStoreError::sqlite("reading the log", &error);
     let mut statement = connection.prepare(sql).map_err(fail)?;
     let mut rows = statement
         .query((
@@ -186,7 +187,7 @@ fn read_page<T>(
 fn decode_row(row: &rusqlite::Row<'_>) -> Result<RecordedEvent, EventStoreError> {
     let column = |index: usize| {
         row.get_ref(index)
-            .map_err(|error| EventStoreError::SqliteRead(error.to_string()))
+            .map_err(|error| EventStoreError::sqlite("reading an event", &error))
     };
     let position = match column(0)? {
         ValueRef::Integer(position) => u64::try_from(position).unwrap_or(0),

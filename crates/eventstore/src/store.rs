@@ -21,6 +21,7 @@ use crate::event::{
 use crate::notify::{CHANNEL, Notifier};
 use crate::replay::{ReadAhead, Replay};
 use crate::sqlite_reader::SqliteReader;
+use crate::sqlite_writer::SqliteWriter;
 use crate::subscription::Subscription;
 use crate::upcast::Upcasters;
 use crate::{postgres, sqlite};
@@ -78,6 +79,13 @@ struct Inner {
     notify_id: String,
     /// SQLite files (not `:memory:`): reads of the global order bypass sqlx (see [`SqliteReader`]).
     sqlite_reader: Option<SqliteReader>,
+    /// SQLite files: [`EventStore::append`] bypasses sqlx too (see [`SqliteWriter`]).
+    sqlite_writer: Option<SqliteWriter>,
+    /// `sqlite::memory:`: a second connection to the (shared-cache) database that is never used.
+    /// The database lives as long as one connection to it is open, and the pool closes its only
+    /// connection when an operation on it is cancelled midway; without this, the next one would
+    /// open a new, empty database.
+    _memory_anchor: Option<std::sync::Mutex<rusqlite::Connection>>,
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +102,8 @@ impl EventStore {
 
     pub async fn connect_with(url: &str, options: StoreOptions) -> Result<Self, EventStoreError> {
         let mut sqlite_reader = None;
+        let mut sqlite_writer = None;
+        let mut memory_anchor = None;
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
                 .max_connections(options.max_connections)
@@ -113,8 +123,14 @@ impl EventStore {
                 })
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(30));
-            if !in_memory {
-                sqlite_reader = Some(SqliteReader::new(connect.get_filename().to_path_buf()));
+            if in_memory {
+                memory_anchor = Some(std::sync::Mutex::new(open_memory_anchor(
+                    connect.get_filename(),
+                )?));
+            } else {
+                let path = connect.get_filename().to_path_buf();
+                sqlite_reader = Some(SqliteReader::new(path.clone()));
+                sqlite_writer = Some(SqliteWriter::new(path, options.sqlite_durability));
             }
             let pool = SqlitePoolOptions::new()
                 // Each connection to `:memory:` would be a separate database.
@@ -142,6 +158,8 @@ impl EventStore {
                 notifier: OnceLock::new(),
                 notify_id: Uuid::new_v4().simple().to_string(),
                 sqlite_reader,
+                sqlite_writer,
+                _memory_anchor: memory_anchor,
             }),
         })
     }
@@ -205,6 +223,16 @@ impl EventStore {
                 Ok(result)
             }
             Backend::Sqlite(_) => {
+                if let Some(writer) = &self.inner.sqlite_writer {
+                    let store = self.clone();
+                    let count = events.len();
+                    return writer
+                        .append(stream_id, expected, events, move || {
+                            store.count_appended(count);
+                            store.notify_appended();
+                        })
+                        .await;
+                }
                 let mut tx = self.begin().await?;
                 let result = tx.append(stream_id, expected, events).await?;
                 tx.commit().await?;
@@ -445,6 +473,9 @@ impl EventStore {
             Backend::Sqlite(pool) => {
                 if let Some(reader) = &self.inner.sqlite_reader {
                     reader.close();
+                }
+                if let Some(writer) = &self.inner.sqlite_writer {
+                    writer.close().await;
                 }
                 pool.close().await;
             }
@@ -738,6 +769,22 @@ pub(crate) fn to_u64(value: i64, global_position: u64) -> Result<u64, EventStore
         global_position,
         reason: format!("negative value {value} where a count or position is stored"),
     })
+}
+
+/// Opens `filename` (sqlx's name for an in-memory database, `file:sqlx-in-memory-N`) as sqlx
+/// does: a shared-cache in-memory database, so both connections see the same one.
+fn open_memory_anchor(filename: &std::path::Path) -> Result<rusqlite::Connection, EventStoreError> {
+    use rusqlite::OpenFlags;
+    rusqlite::Connection::open_with_flags(
+        filename,
+        OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_MEMORY
+            | OpenFlags::SQLITE_OPEN_SHARED_CACHE
+            | OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|error| EventStoreError::sqlite("opening the in-memory database", &error))
 }
 
 /// A URL for error messages, without its password.

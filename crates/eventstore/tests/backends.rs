@@ -63,6 +63,17 @@ macro_rules! on_every_backend {
                 }
             )*
         }
+        /// `sqlite::memory:` keeps every read and write on the sqlx pool: the path that
+        /// transactions (inbox, checkpoints, read models) take on SQLite files too.
+        mod sqlite_in_memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let store = patchbay_eventstore::EventStore::connect("sqlite::memory:").await.unwrap();
+                    super::$name(store).await;
+                }
+            )*
+        }
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,7 +102,8 @@ on_every_backend!(
     a_large_batch_keeps_versions_and_positions_in_step,
     replay_reads_ahead_and_returns_what_read_all_returns,
     snapshots_and_time_marks_answer_as_a_replay_from_zero,
-    a_closed_store_refuses_reads,
+    a_closed_store_refuses_reads_and_appends,
+    appends_cancelled_midway_commit_whole_or_not_at_all,
 );
 
 async fn multi_stream_appends_are_all_or_nothing_with_per_stream_semantics(store: EventStore) {
@@ -474,10 +486,31 @@ async fn competing_appenders_never_lose_or_duplicate_a_version(store: EventStore
                         .unwrap()
                         .unwrap_or(0);
                     let e = event("E", &format!("{writer}-{n}"));
-                    match store
-                        .append("contended", ExpectedVersion::Exact(version), &[e])
-                        .await
-                    {
+                    // Half the writers append in a transaction with an inbox row, as consumers
+                    // do: on SQLite files that is the sqlx pool, beside the store's own writer.
+                    let appended = if writer % 2 == 0 {
+                        store
+                            .append("contended", ExpectedVersion::Exact(version), &[e])
+                            .await
+                    } else {
+                        let mut tx = store.begin().await.unwrap();
+                        assert!(
+                            tx.record_inbox("contender", uuid::Uuid::now_v7())
+                                .await
+                                .unwrap()
+                        );
+                        match tx
+                            .append("contended", ExpectedVersion::Exact(version), &[e])
+                            .await
+                        {
+                            Ok(result) => tx.commit().await.map(|()| result),
+                            Err(error) => {
+                                tx.rollback().await.unwrap();
+                                Err(error)
+                            }
+                        }
+                    };
+                    match appended {
                         Ok(_) => break,
                         Err(EventStoreError::Conflict { .. }) => conflicts += 1,
                         Err(other) => panic!("{other}"),
@@ -869,7 +902,7 @@ async fn replay_reads_ahead_and_returns_what_read_all_returns(store: EventStore)
 }
 
 /// Reads of the global order do not go through the pool on SQLite files; closing still ends them.
-async fn a_closed_store_refuses_reads(store: EventStore) {
+async fn a_closed_store_refuses_reads_and_appends(store: EventStore) {
     store
         .append("s", ExpectedVersion::NoStream, &[event("E", "x")])
         .await
@@ -881,6 +914,59 @@ async fn a_closed_store_refuses_reads(store: EventStore) {
         matches!(error, EventStoreError::Database(sqlx::Error::PoolClosed)),
         "{error:?}"
     );
+    let error = store
+        .append("s", ExpectedVersion::Exact(1), &[event("E", "y")])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, EventStoreError::Database(sqlx::Error::PoolClosed)),
+        "{error:?}"
+    );
+}
+
+/// An append whose caller stops waiting either commits whole or not at all, a retry of it is
+/// idempotent, and subscribers see every event; the store keeps appending afterwards.
+async fn appends_cancelled_midway_commit_whole_or_not_at_all(store: EventStore) {
+    let mut subscription = store.subscribe_at("watcher", LogPosition::START, 1_000);
+    let mut cancelled = Vec::new();
+    for round in 0..20_u64 {
+        let batch: Vec<NewEvent> = (0..500)
+            .map(|n| event("E", &format!("{round}-{n}")))
+            .collect();
+        let stream = format!("cancelled-{round}");
+        let append = store.append(&stream, ExpectedVersion::NoStream, &batch);
+        // Cancel at different moments: before the append starts, mid-way, after it finished.
+        let _ = tokio::time::timeout(Duration::from_micros(round * 400), append).await;
+        cancelled.push((stream, batch));
+    }
+    let mut committed = 0;
+    for (stream, batch) in &cancelled {
+        let stored = store.read_stream(stream, 1, 1_000).await.unwrap();
+        assert!(
+            stored.is_empty() || stored.len() == batch.len(),
+            "{stream}: {}",
+            stored.len()
+        );
+        committed += stored.len();
+        // A retry of the same batch completes it, or is recognised as already stored.
+        let retried = store
+            .append(stream, ExpectedVersion::NoStream, batch)
+            .await
+            .unwrap();
+        assert_eq!(retried.deduplicated, !stored.is_empty());
+    }
+    let total = cancelled.len() * 500;
+    assert!(committed <= total);
+    // Every event reaches the subscriber, whichever append committed it.
+    let mut seen = 0;
+    while seen < total {
+        let page = tokio::time::timeout(Duration::from_secs(30), subscription.next_batch())
+            .await
+            .expect("the subscriber saw every event")
+            .unwrap();
+        seen += page.len();
+    }
+    assert_eq!(seen, total);
 }
 
 /// A read cancelled while its rows stream in (a replay dropped early) must not leave a broken
