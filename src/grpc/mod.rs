@@ -26,8 +26,8 @@ use patchbay_scanning::grpc::{AgentApi, ScanningApi};
 use patchbay_wsus_sync::WsusSync;
 use patchbay_wsus_sync::grpc::WsusApi;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 
 pub use system::SystemApi;
 
@@ -140,7 +140,13 @@ pub async fn serve(
         .add_optional_service(installing)
         .add_optional_service(job_agents)
         .add_optional_service(wsus)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(
+            // Without TCP_NODELAY a response's trailing frames wait for the client's delayed ACK
+            // (40 ms on Linux): an agent sending one report after another got ~25 answers a
+            // second per connection (docs/benchmarks.md, "Inventory ingestion").
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown.cancelled_owned(),
+        )
         .await
         .context("the gRPC server failed")
 }
