@@ -1,6 +1,6 @@
 //! The scanning service shell: registration, inventories, and scans that record what each device needs.
 
-use std::sync::RwLockReadGuard;
+use std::sync::{Arc, RwLockReadGuard};
 
 use chrono::{DateTime, Utc};
 
@@ -38,6 +38,9 @@ pub enum ScanningServiceError {
     Store(#[from] EventStoreError),
     #[error("the scanning log holds an event this Patchbay cannot read: {0}")]
     Decode(#[from] DecodeError),
+    /// The thread evaluating devices failed (a bug); the scan run stops without writing results.
+    #[error("evaluating the devices failed: {0}; the scan run wrote no results, run it again")]
+    Evaluation(String),
 }
 
 impl From<ViewError<DecodeError>> for ScanningServiceError {
@@ -313,7 +316,7 @@ impl Scanning {
             .await?;
         let task = started.iter().fold(task, evolve_task);
 
-        let scans = self.evaluate(&devices, task_id, task.runs);
+        let scans = self.evaluate(&devices, task_id, task.runs).await?;
         let scanned = scans.len() as u64;
         let without_inventory = devices.len() as u64 - scanned;
         for (written, chunk) in scans.chunks(SCAN_CHUNK).enumerate() {
@@ -483,22 +486,44 @@ impl Scanning {
     }
 
     /// Each device's findings against the current matching index (devices with no inventory skipped).
-    fn evaluate(&self, devices: &[String], task_id: &str, run: u64) -> Vec<pb::ScanCompleted> {
-        let view = self.view();
-        let mut ids = Vec::new();
-        let mut inventories = Vec::new();
-        for id in devices {
-            if let Some(inventory) = view
-                .devices
-                .get(id)
-                .and_then(|d| d.state.inventory.as_ref())
-            {
-                ids.push(id.clone());
-                inventories.push(device_inventory(inventory));
+    ///
+    /// Only copying the inventories holds the view's lock. The evaluation itself (seconds for a
+    /// large fleet) runs on a blocking thread with a shared handle to the index. Under the lock
+    /// it would block the view's follower, and with it every inventory report and query waiting
+    /// behind the follower; on a runtime thread it would block the other tasks of that thread.
+    async fn evaluate(
+        &self,
+        devices: &[String],
+        task_id: &str,
+        run: u64,
+    ) -> Result<Vec<pb::ScanCompleted>, ScanningServiceError> {
+        let (ids, inventories, index, catalog_position) = {
+            let view = self.view();
+            let mut ids = Vec::new();
+            let mut inventories = Vec::new();
+            for id in devices {
+                if let Some(inventory) = view
+                    .devices
+                    .get(id)
+                    .and_then(|d| d.state.inventory.as_ref())
+                {
+                    ids.push(id.clone());
+                    inventories.push(device_inventory(inventory));
+                }
             }
-        }
-        let findings = engine::evaluate_fleet(&view.index, &inventories);
-        ids.into_iter()
+            (
+                ids,
+                inventories,
+                Arc::clone(&view.index),
+                view.catalog_position,
+            )
+        };
+        let findings =
+            tokio::task::spawn_blocking(move || engine::evaluate_fleet(&index, &inventories))
+                .await
+                .map_err(|error| ScanningServiceError::Evaluation(error.to_string()))?;
+        Ok(ids
+            .into_iter()
             .zip(findings)
             .map(|(device_id, findings)| pb::ScanCompleted {
                 device_id,
@@ -526,10 +551,10 @@ impl Scanning {
                         fixed_by: v.fixed_by,
                     })
                     .collect(),
-                catalog_position: view.catalog_position,
+                catalog_position,
                 problems: findings.problems,
             })
-            .collect()
+            .collect())
     }
 
     /// The last scan of each device (every device when `device_ids` is empty).

@@ -2,6 +2,7 @@
 //! the catalog events this service has observed.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use patchbay_eventstore::{Projection, RecordedEvent, Snapshottable};
@@ -80,7 +81,9 @@ pub struct TaskEntry {
 pub struct ScanningView {
     pub devices: BTreeMap<String, DeviceEntry>,
     pub tasks: BTreeMap<String, TaskEntry>,
-    pub index: MatchingIndex,
+    /// Shared with scans in progress, which evaluate outside the view's lock; a catalog event
+    /// arriving meanwhile changes a copy (`Arc::make_mut`), so a scan sees one catalog position.
+    pub index: Arc<MatchingIndex>,
     /// Position in the catalog's log of the last catalog event the index applied.
     pub catalog_position: u64,
 }
@@ -170,27 +173,25 @@ impl ScanningView {
             "UpdatePublished" => {
                 let e = catalog::UpdatePublished::decode(payload)?;
                 // An update the engine cannot match (no applicability) is counted in its stats, not an error.
-                let _ = self
-                    .index
+                let _ = Arc::make_mut(&mut self.index)
                     .upsert(&e.update_id, &e.details.unwrap_or_default());
             }
             "UpdateRevised" => {
                 let e = catalog::UpdateRevised::decode(payload)?;
-                let _ = self
-                    .index
+                let _ = Arc::make_mut(&mut self.index)
                     .upsert(&e.update_id, &e.details.unwrap_or_default());
             }
             "UpdateSuperseded" => {
                 let e = catalog::UpdateSuperseded::decode(payload)?;
-                self.index.supersede(&e.update_id, &e.superseded_by);
+                Arc::make_mut(&mut self.index).supersede(&e.update_id, &e.superseded_by);
             }
             "UpdateExpired" => {
                 let e = catalog::UpdateExpired::decode(payload)?;
-                self.index.expire(&e.update_id);
+                Arc::make_mut(&mut self.index).expire(&e.update_id);
             }
             "VulnerabilityPublished" => {
                 let e = catalog::VulnerabilityPublished::decode(payload)?;
-                self.index.set_known_exploited(&e.cve_id, e.known_exploited);
+                Arc::make_mut(&mut self.index).set_known_exploited(&e.cve_id, e.known_exploited);
             }
             _ => {}
         }

@@ -61,7 +61,7 @@ pub struct IndexStats {
 }
 
 /// One Debian update as matching sees it.
-#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Candidate {
     pub(crate) version: Version,
     /// Slot of the update.
@@ -73,7 +73,7 @@ pub(crate) struct Candidate {
 }
 
 /// A Windows update as matching sees it.
-#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct WindowsUpdate {
     /// The KB article as published, e.g. `KB5034441`.
     pub(crate) kb_article: Box<str>,
@@ -83,7 +83,7 @@ pub(crate) struct WindowsUpdate {
     pub(crate) version: Box<str>,
 }
 
-#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Matching {
     /// Not upserted yet, or unmatchable.
     None,
@@ -95,7 +95,7 @@ pub(crate) enum Matching {
 }
 
 /// Everything the index knows about one update id.
-#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Slot {
     pub(crate) id: Box<str>,
     /// Set by `upsert`; slots created by `supersede` or `expire` for an id not published yet are
@@ -128,7 +128,7 @@ impl Slot {
 }
 
 /// Interns strings as dense `u32` ids.
-#[derive(Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Interner {
     ids: HashMap<Box<str>, u32>,
     names: Vec<Box<str>>,
@@ -165,7 +165,7 @@ fn id_of(index: usize) -> u32 {
 }
 
 /// The updates of the catalog, laid out for matching devices.
-#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MatchingIndex {
     pub(crate) slots: Vec<Slot>,
     pub(crate) slot_ids: HashMap<Box<str>, u32>,
