@@ -16,7 +16,7 @@ use crate::domain::{
     DeviceCommand, DeviceState, ScanTaskCommand, ScanTaskState, ScanningError, TaskStatus,
     credential_digest, decide_device, decide_task, evolve_device, evolve_task,
 };
-use crate::engine::{self, DeviceInventory};
+use crate::engine::{self, DeviceInventory, MatchingIndex};
 use crate::events::{DecodeError, ScanningEvent};
 use crate::group_commit::GroupCommit;
 use crate::view::{LastScan, ScanningView, TaskEntry};
@@ -316,24 +316,35 @@ impl Scanning {
             .await?;
         let task = started.iter().fold(task, evolve_task);
 
-        let scans = self.evaluate(&devices, task_id, task.runs).await?;
-        let scanned = scans.len() as u64;
-        let without_inventory = devices.len() as u64 - scanned;
-        for (written, chunk) in scans.chunks(SCAN_CHUNK).enumerate() {
+        // One catalog position for the whole run, however long it takes.
+        let (index, catalog_position) = {
+            let view = self.view();
+            (Arc::clone(&view.index), view.catalog_position)
+        };
+        // Evaluated and written a chunk at a time, so a run's findings never all sit in memory at
+        // once (a device's can be ~100 kB: a 100,000-device fleet would need gigabytes).
+        let (mut scanned, mut without_inventory) = (0, 0);
+        for chunk in devices.chunks(SCAN_CHUNK) {
             if !self.wait_while_paused(task_id).await? {
                 // Stopped while paused (an install needed the device): this run ends here.
                 return Ok(pb::RunScanResponse {
                     task_id: task_id.to_owned(),
                     run: task.runs,
-                    devices_scanned: (written * SCAN_CHUNK) as u64,
+                    devices_scanned: scanned,
                     devices_without_inventory: without_inventory,
                 });
             }
+            let scans = self
+                .evaluate(chunk, &index, catalog_position, task_id, task.runs)
+                .await?;
+            without_inventory += (chunk.len() - scans.len()) as u64;
+            scanned += scans.len() as u64;
             let mut tx = self.store().begin().await?;
-            for scan in chunk {
-                let event = ScanningEvent::ScanCompleted(scan.clone());
+            for scan in scans {
+                let stream = format!("devicescan-{}", scan.device_id);
+                let event = ScanningEvent::ScanCompleted(scan);
                 tx.append(
-                    &format!("devicescan-{}", scan.device_id),
+                    &stream,
                     ExpectedVersion::Any,
                     &to_new_events(&[event], actor),
                 )
@@ -351,14 +362,22 @@ impl Scanning {
                 devices_without_inventory: without_inventory,
             },
         )?;
-        self.store()
+        let appended = self
+            .store()
             .append(
                 &stream,
                 ExpectedVersion::Exact(version),
                 &to_new_events(&completed, actor),
             )
             .await?;
-        self.catch_up().await?;
+        // Return once this service's view shows the run as completed. A plain catch-up may stop
+        // short on PostgreSQL while a transaction elsewhere holds the global order back.
+        let shown = |view: &ScanningView| {
+            view.tasks
+                .get(task_id)
+                .is_some_and(|t| t.version >= appended.stream_version)
+        };
+        self.view.catch_up_until(shown, VIEW_WAIT).await?;
         Ok(pb::RunScanResponse {
             task_id: task_id.to_owned(),
             run: task.runs,
@@ -485,19 +504,21 @@ impl Scanning {
         Ok(())
     }
 
-    /// Each device's findings against the current matching index (devices with no inventory skipped).
+    /// Each device's findings against `index` (devices with no inventory skipped).
     ///
-    /// Only copying the inventories holds the view's lock. The evaluation itself (seconds for a
-    /// large fleet) runs on a blocking thread with a shared handle to the index. Under the lock
-    /// it would block the view's follower, and with it every inventory report and query waiting
-    /// behind the follower; on a runtime thread it would block the other tasks of that thread.
+    /// Only copying the inventories holds the view's lock. The evaluation itself runs on a
+    /// blocking thread: under the lock it would block the view's follower, and with it every
+    /// inventory report and query waiting behind the follower; on a runtime thread it would block
+    /// the other tasks of that thread.
     async fn evaluate(
         &self,
         devices: &[String],
+        index: &Arc<MatchingIndex>,
+        catalog_position: u64,
         task_id: &str,
         run: u64,
     ) -> Result<Vec<pb::ScanCompleted>, ScanningServiceError> {
-        let (ids, inventories, index, catalog_position) = {
+        let (ids, inventories) = {
             let view = self.view();
             let mut ids = Vec::new();
             let mut inventories = Vec::new();
@@ -511,13 +532,9 @@ impl Scanning {
                     inventories.push(device_inventory(inventory));
                 }
             }
-            (
-                ids,
-                inventories,
-                Arc::clone(&view.index),
-                view.catalog_position,
-            )
+            (ids, inventories)
         };
+        let index = Arc::clone(index);
         let findings =
             tokio::task::spawn_blocking(move || engine::evaluate_fleet(&index, &inventories))
                 .await

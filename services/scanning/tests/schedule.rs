@@ -1,4 +1,5 @@
-//! The default weekly scan task runs when due, once, even with two replicas asking at the same time.
+//! The default weekly scan task runs when due, once, even with two replicas asking at the same
+//! time; a run over a fleet larger than one written chunk scans every device once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -81,4 +82,75 @@ async fn scheduled_scans_on_postgres() {
         return;
     };
     scenario(EventStore::connect(&db.url).await.unwrap()).await;
+}
+
+/// A run is evaluated and written a chunk of devices at a time: every device with an inventory
+/// gets exactly one `ScanCompleted`, and the others are counted as without inventory.
+async fn a_run_larger_than_a_chunk(store: EventStore) {
+    const DEVICES: usize = 1_500;
+    const WITH_INVENTORY: usize = 1_200;
+    let scanning = Scanning::open(store.clone()).await.unwrap();
+    scanning.ensure_default_task().await.unwrap();
+    let mut devices = Vec::with_capacity(DEVICES);
+    for n in 0..DEVICES {
+        devices.push(
+            scanning
+                .register(&format!("host-{n}"), vec![], "test")
+                .await
+                .unwrap(),
+        );
+    }
+    let reports: Vec<_> = devices[..WITH_INVENTORY]
+        .iter()
+        .map(|(device, credential)| {
+            let (scanning, device, credential) =
+                (scanning.clone(), device.clone(), credential.clone());
+            tokio::spawn(async move {
+                let inventory = pb::Inventory {
+                    native_architecture: "amd64".into(),
+                    packages: vec![pb::InstalledPackage {
+                        name: "dpkg".into(),
+                        version: "1.21.22".into(),
+                        architecture: "amd64".into(),
+                    }],
+                    ..Default::default()
+                };
+                scanning
+                    .report_inventory(&device, &credential, inventory)
+                    .await
+            })
+        })
+        .collect();
+    for report in reports {
+        assert!(report.await.unwrap().unwrap());
+    }
+    scanning.catch_up().await.unwrap();
+
+    let run = scanning.run_task(DEFAULT_TASK, "test").await.unwrap();
+    assert_eq!(
+        (run.devices_scanned, run.devices_without_inventory),
+        (WITH_INVENTORY as u64, (DEVICES - WITH_INVENTORY) as u64)
+    );
+    for (n, (device, _)) in devices.iter().enumerate() {
+        let scans = store
+            .read_stream(&format!("devicescan-{device}"), 1, 10)
+            .await
+            .unwrap();
+        let expected = usize::from(n < WITH_INVENTORY);
+        assert_eq!(scans.len(), expected, "{device}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_larger_than_a_chunk_on_sqlite() {
+    let dir = TestSqlite::new();
+    a_run_larger_than_a_chunk(EventStore::connect(&dir.url("scanning.db")).await.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_larger_than_a_chunk_on_postgres() {
+    let Some(db) = TestPostgres::create().await else {
+        return;
+    };
+    a_run_larger_than_a_chunk(EventStore::connect(&db.url).await.unwrap()).await;
 }
