@@ -5,7 +5,8 @@
 //! event (docs/benchmarks.md, "Replay"). Here a blocking thread steps the statement itself and
 //! builds each event straight from the borrowed column values. In WAL mode these connections read
 //! beside the sqlx pool's writer without blocking it; each read is one statement, so one snapshot.
-//! An in-memory database cannot be opened twice, so it keeps reading through sqlx.
+//! An in-memory database keeps reading through sqlx: a second connection to it shares its cache,
+//! where SQLite locks tables without waiting instead of using WAL.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -81,6 +81,17 @@ impl Scanning {
         Ok(self.view.catch_up().await?)
     }
 
+    /// Catches up until the view shows what `reached` asks for, or `timeout` passes; returns
+    /// whether it does. For a caller that knows a write committed: on PostgreSQL a transaction
+    /// open elsewhere can hold the global order back for a moment after the commit.
+    pub async fn catch_up_until(
+        &self,
+        reached: impl Fn(&ScanningView) -> bool,
+        timeout: std::time::Duration,
+    ) -> Result<bool, ScanningServiceError> {
+        Ok(self.view.catch_up_until(reached, timeout).await?)
+    }
+
     pub async fn follow(self, shutdown: CancellationToken) -> Result<(), ScanningServiceError> {
         Ok(self.view.follow(shutdown).await?)
     }

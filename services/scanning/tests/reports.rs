@@ -5,6 +5,7 @@
 use patchbay_eventstore::EventStore;
 use patchbay_proto::scanning::v1 as pb;
 use patchbay_scanning::domain::ScanningError;
+use patchbay_scanning::view::ScanningView;
 use patchbay_scanning::{Scanning, ScanningServiceError};
 use patchbay_testkit::{TestPostgres, TestSqlite};
 
@@ -74,20 +75,15 @@ async fn many_devices_each_stored_once(store: EventStore) {
     }
     // On PostgreSQL a transaction open elsewhere on the server (other tests) can hold the global
     // order back for a moment after the commits: wait until the view shows every report.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        scanning.catch_up().await.unwrap();
-        let shown = {
-            let view = scanning.view();
-            devices
-                .iter()
-                .all(|(device, _)| view.devices[device].state.inventory.is_some())
-        };
-        if shown || tokio::time::Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let shown = |view: &ScanningView| {
+        devices
+            .iter()
+            .all(|(device, _)| view.devices[device].state.inventory.is_some())
+    };
+    scanning
+        .catch_up_until(shown, std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
     let view = scanning.view();
     for (n, (device, _)) in devices.iter().enumerate() {
         let stored = view.devices[device].state.inventory.as_ref().unwrap();

@@ -8,6 +8,7 @@ use patchbay_eventstore::EventStore;
 use patchbay_proto::scanning::v1 as pb;
 use patchbay_scanning::Scanning;
 use patchbay_scanning::service::DEFAULT_TASK;
+use patchbay_scanning::view::ScanningView;
 use patchbay_testkit::{TestPostgres, TestSqlite};
 
 async fn scenario(store: EventStore) {
@@ -124,22 +125,19 @@ async fn a_run_larger_than_a_chunk(store: EventStore) {
     for report in reports {
         assert!(report.await.unwrap().unwrap());
     }
-    // On PostgreSQL a transaction open elsewhere on the server (the other tests) can hold the
-    // global order back for a moment after the commits: wait until the view shows every report.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        scanning.catch_up().await.unwrap();
-        let shown = {
-            let view = scanning.view();
-            devices[..WITH_INVENTORY]
-                .iter()
-                .all(|(device, _)| view.devices[device].state.inventory.is_some())
-        };
-        if shown || tokio::time::Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    // On PostgreSQL the other tests' open transactions can hold the global order back for a
+    // moment after the commits: wait until the view shows every report.
+    let shown = |view: &ScanningView| {
+        devices[..WITH_INVENTORY]
+            .iter()
+            .all(|(device, _)| view.devices[device].state.inventory.is_some())
+    };
+    assert!(
+        scanning
+            .catch_up_until(shown, std::time::Duration::from_secs(10))
+            .await
+            .unwrap()
+    );
 
     let run = scanning.run_task(DEFAULT_TASK, "test").await.unwrap();
     assert_eq!(
