@@ -5,8 +5,10 @@
 //! `PATCHBAY_BENCH_DEVICES` and `PATCHBAY_BENCH_UPDATES`; `PATCHBAY_BENCH_BEHIND` (default 45)
 //! is the mean percentage of a device's packages installed at a random catalog version rather
 //! than the newest (so fewer are actually behind). Devices are generated and scanned in
-//! chunks so that their inventories do not dominate memory; the scan time counts
-//! `evaluate_fleet` only, generation is reported apart, and the peak RSS covers everything.
+//! chunks so that their inventories do not dominate memory; the scan time counts what a scan run
+//! computes per device (`evaluate_fleet_with`, encoding each device's `ScanCompleted` payload on
+//! the workers, as the service does), generation is reported apart, and the peak RSS covers
+//! everything.
 
 use std::time::{Duration, Instant};
 
@@ -15,7 +17,10 @@ use std::time::{Duration, Instant};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use patchbay_proto::catalog::v1 as pb;
-use patchbay_scanning::engine::{DeviceInventory, InstalledPackage, MatchingIndex, evaluate_fleet};
+use patchbay_scanning::engine::{
+    DeviceInventory, InstalledPackage, MatchingIndex, evaluate_fleet_with,
+};
+use patchbay_scanning::scan_payload::{ScanHeader, encode_scan_completed};
 
 /// Devices generated and scanned at a time.
 const CHUNK: usize = 500;
@@ -360,7 +365,9 @@ fn main() {
         mut known_exploited_required,
         mut vulnerabilities,
         mut problems,
-    ) = (0, 0, 0, 0, 0);
+        mut payload_bytes,
+    ) = (0, 0, 0, 0, 0, 0);
+    let device_ids: Vec<String> = (0..CHUNK).map(|n| format!("device-{n:06}")).collect();
     let mut start = 0;
     while start < devices {
         let end = (start + CHUNK).min(devices);
@@ -369,23 +376,40 @@ fn main() {
         generating += started.elapsed();
 
         let (started, cpu) = (Instant::now(), cpu_time());
-        let findings = evaluate_fleet(&index, &chunk);
+        let scans = evaluate_fleet_with(&index, &chunk, |position, findings| {
+            let header = ScanHeader {
+                device_id: &device_ids[position],
+                task_id: "fleet-bench",
+                run: 1,
+                catalog_position: 50_000,
+            };
+            let payload = encode_scan_completed(&header, &findings);
+            let kev = findings.required().filter(|r| r.known_exploited).count();
+            (
+                payload,
+                findings.required_count(),
+                kev,
+                findings.vulnerability_count(),
+                findings.problems().len(),
+            )
+        });
         scanning += started.elapsed();
         scanning_cpu += cpu_time().saturating_sub(cpu);
 
         packages += chunk.iter().map(|d| d.packages.len()).sum::<usize>();
-        for found in &findings {
-            required += found.required.len();
-            known_exploited_required += found.required.iter().filter(|r| r.known_exploited).count();
-            vulnerabilities += found.vulnerabilities.len();
-            problems += found.problems.len();
+        for (payload, found, kev, exposed, problem_count) in &scans {
+            payload_bytes += payload.len();
+            required += found;
+            known_exploited_required += kev;
+            vulnerabilities += exposed;
+            problems += problem_count;
         }
         start = end;
     }
 
     let seconds = scanning.as_secs_f64();
     println!(
-        "scan: {devices} devices ({packages} installed packages) in {seconds:.3} s = {:.0} devices/s ({:.1} M packages/s); generating them took {:.3} s more",
+        "scan (evaluate, encode each ScanCompleted): {devices} devices ({packages} installed packages) in {seconds:.3} s = {:.0} devices/s ({:.1} M packages/s); generating them took {:.3} s more",
         devices as f64 / seconds,
         packages as f64 / seconds / 1e6,
         generating.as_secs_f64(),
@@ -401,6 +425,11 @@ fn main() {
     println!(
         "found: {required} required updates ({:.1} per device, {known_exploited_required} known exploited), {vulnerabilities} device vulnerabilities, {problems} problems",
         required as f64 / devices.max(1) as f64,
+    );
+    println!(
+        "ScanCompleted payloads: {:.0} MiB in all, {:.1} kB per device",
+        payload_bytes as f64 / (1024.0 * 1024.0),
+        payload_bytes as f64 / 1000.0 / devices.max(1) as f64,
     );
     println!("peak RSS (VmHWM): {:.0} MiB", memory_mib("VmHWM:"));
 }

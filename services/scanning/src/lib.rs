@@ -8,6 +8,7 @@ mod group_commit;
 pub mod grpc;
 pub mod indexer;
 pub mod install_guard;
+pub mod scan_payload;
 pub mod service;
 pub mod upcast;
 pub mod view;

@@ -19,6 +19,7 @@ use crate::domain::{
 use crate::engine::{self, DeviceInventory, MatchingIndex};
 use crate::events::{DecodeError, ScanningEvent};
 use crate::group_commit::GroupCommit;
+use crate::scan_payload::{ScanHeader, scan_completed_event};
 use crate::view::{LastScan, ScanningView, TaskEntry};
 
 /// The task every installation gets: all devices, weekly.
@@ -351,13 +352,11 @@ impl Scanning {
             without_inventory += (chunk.len() - scans.len()) as u64;
             scanned += scans.len() as u64;
             let mut tx = self.store().begin().await?;
-            for scan in scans {
-                let stream = format!("devicescan-{}", scan.device_id);
-                let event = ScanningEvent::ScanCompleted(scan);
+            for (device_id, event) in scans {
                 tx.append(
-                    &stream,
+                    &format!("devicescan-{device_id}"),
                     ExpectedVersion::Any,
-                    &to_new_events(&[event], actor),
+                    &[patchbay_bus::stamped(event, actor)],
                 )
                 .await?;
             }
@@ -515,12 +514,13 @@ impl Scanning {
         Ok(())
     }
 
-    /// Each device's findings against `index` (devices with no inventory skipped).
+    /// Each device's `ScanCompleted` against `index` (devices with no inventory skipped).
     ///
     /// Only copying the inventories holds the view's lock. The evaluation itself runs on a
     /// blocking thread: under the lock it would block the view's follower, and with it every
     /// inventory report and query waiting behind the follower; on a runtime thread it would block
-    /// the other tasks of that thread.
+    /// the other tasks of that thread. The payloads are encoded on the engine's workers, straight
+    /// from its borrowed findings (see [`crate::scan_payload`]).
     async fn evaluate(
         &self,
         devices: &[String],
@@ -528,7 +528,7 @@ impl Scanning {
         catalog_position: u64,
         task_id: &str,
         run: u64,
-    ) -> Result<Vec<pb::ScanCompleted>, ScanningServiceError> {
+    ) -> Result<Vec<(String, NewEvent)>, ScanningServiceError> {
         let (ids, inventories) = {
             let view = self.view();
             let mut ids = Vec::new();
@@ -546,43 +546,21 @@ impl Scanning {
             (ids, inventories)
         };
         let index = Arc::clone(index);
-        let findings =
-            tokio::task::spawn_blocking(move || engine::evaluate_fleet(&index, &inventories))
-                .await
-                .map_err(|error| ScanningServiceError::Evaluation(error.to_string()))?;
-        Ok(ids
-            .into_iter()
-            .zip(findings)
-            .map(|(device_id, findings)| pb::ScanCompleted {
-                device_id,
-                task_id: task_id.to_owned(),
-                run,
-                required: findings
-                    .required
-                    .into_iter()
-                    .map(|r| pb::RequiredUpdate {
-                        update_id: r.update_id,
-                        package_or_product: r.package_or_product,
-                        installed_version: r.installed_version,
-                        required_version: r.required_version,
-                        architecture: r.architecture,
-                        cve_ids: r.cve_ids,
-                        known_exploited: r.known_exploited,
-                    })
-                    .collect(),
-                vulnerabilities: findings
-                    .vulnerabilities
-                    .into_iter()
-                    .map(|v| pb::FoundVulnerability {
-                        cve_id: v.cve_id,
-                        known_exploited: v.known_exploited,
-                        fixed_by: v.fixed_by,
-                    })
-                    .collect(),
-                catalog_position,
-                problems: findings.problems,
-            })
-            .collect())
+        let task_id = task_id.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let events = engine::evaluate_fleet_with(&index, &inventories, |position, findings| {
+                let header = ScanHeader {
+                    device_id: ids.get(position).map_or("", String::as_str),
+                    task_id: &task_id,
+                    run,
+                    catalog_position,
+                };
+                scan_completed_event(&header, &findings)
+            });
+            ids.into_iter().zip(events).collect()
+        })
+        .await
+        .map_err(|error| ScanningServiceError::Evaluation(error.to_string()))
     }
 
     /// The last scan of each device (every device when `device_ids` is empty).

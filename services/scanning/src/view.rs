@@ -92,7 +92,8 @@ pub struct ScanningView {
 impl Snapshottable for ScanningView {
     const NAME: &'static str = "scanning-view";
     // 2: a device's last scan is kept encoded (`LastScan`).
-    const FORMAT: u32 = 2;
+    // 3: the matching index keeps each package name's newest version and each candidate's CVEs.
+    const FORMAT: u32 = 3;
 }
 
 impl Projection for ScanningView {

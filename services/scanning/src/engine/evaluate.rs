@@ -6,9 +6,10 @@ use std::ops::Range;
 
 use patchbay_debian::Architecture;
 
+use super::findings::Findings;
 use super::index::{ALL, Candidate, Matching, MatchingIndex, kb_key};
 use super::version::{VersionView, version_error};
-use super::{DeviceFindings, DeviceInventory, RequiredUpdate, Vulnerability};
+use super::{DeviceFindings, DeviceInventory};
 
 /// Architecture slot of a native architecture no update uses.
 const UNKNOWN_NATIVE: u32 = u32::MAX;
@@ -76,19 +77,19 @@ fn next_stamp(stamp: u32, marks: &mut [&mut Vec<u32>]) -> u32 {
     }
 }
 
-/// A required update found for the device, before it is turned into output.
+/// A required update found for the device.
 #[derive(Debug, Clone)]
-struct Hit {
+pub(crate) struct Hit {
     /// Slot of the update.
-    update: u32,
-    what: HitKind,
-    /// Range of `Scratch::cves`.
-    cves: Range<usize>,
-    known_exploited: bool,
+    pub(crate) update: u32,
+    pub(crate) what: HitKind,
+    /// Range of `Scratch::cves` (and then of `Findings::cves`).
+    pub(crate) cves: Range<usize>,
+    pub(crate) known_exploited: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
-enum HitKind {
+pub(crate) enum HitKind {
     /// The device's package at this position, and the candidate at `index` of its name's list.
     Debian {
         package: usize,
@@ -98,25 +99,50 @@ enum HitKind {
     Windows,
 }
 
+impl Hit {
+    /// The package name and installed architecture, or the Windows update's KB article.
+    pub(crate) fn label<'a>(
+        &self,
+        index: &'a MatchingIndex,
+        device: &'a DeviceInventory,
+    ) -> (&'a str, &'a str) {
+        match self.what {
+            HitKind::Debian { package, .. } => device
+                .packages
+                .get(package)
+                .map_or(("", ""), |p| (p.name.as_str(), p.architecture.as_str())),
+            HitKind::Windows => match index.slots.get(self.update as usize).map(|s| &s.matching) {
+                Some(Matching::Windows(windows)) => (&windows.kb_article, ""),
+                _ => ("", ""),
+            },
+        }
+    }
+}
+
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 impl MatchingIndex {
     /// The updates `device` requires and the vulnerabilities it is exposed to (see
-    /// `docs/scanning-engine.md` for the rules).
+    /// `docs/scanning-engine.md` for the rules), every string owned.
     pub fn evaluate(&self, device: &DeviceInventory) -> DeviceFindings {
+        self.findings(device).to_device_findings()
+    }
+
+    /// What [`MatchingIndex::evaluate`] finds, borrowed from the index and the device.
+    pub fn findings<'a>(&'a self, device: &'a DeviceInventory) -> Findings<'a> {
         SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
             Ok(mut scratch) => self.evaluate_with(device, &mut scratch),
             Err(_) => self.evaluate_with(device, &mut Scratch::default()),
         })
     }
 
-    pub(crate) fn evaluate_with(
-        &self,
-        device: &DeviceInventory,
+    pub(crate) fn evaluate_with<'a>(
+        &'a self,
+        device: &'a DeviceInventory,
         scratch: &mut Scratch,
-    ) -> DeviceFindings {
+    ) -> Findings<'a> {
         scratch.hits.clear();
         scratch.cves.clear();
         let mut problems = Vec::new();
@@ -124,9 +150,7 @@ impl MatchingIndex {
         if !device.windows_products.is_empty() {
             self.windows_hits(device, scratch);
         }
-        let mut findings = self.findings(device, scratch);
-        findings.problems = problems;
-        findings
+        self.collect(device, scratch, problems)
     }
 
     fn debian_hits(
@@ -159,6 +183,21 @@ impl MatchingIndex {
         };
 
         for (position, package) in device.packages.iter().enumerate() {
+            let found = self.names.lookup(&package.name);
+            // Most installed packages are at their newest version, and the name's entry holds it:
+            // a valid version (the index's), nothing newer, so only the architecture is checked.
+            if let Some((_, newest)) = found
+                && package.version == newest
+            {
+                let architecture = package.architecture.as_str();
+                if !(architecture == native_name && native.is_some())
+                    && self.architecture(architecture).is_none()
+                    && let Err(error) = architecture.parse::<Architecture>()
+                {
+                    problems.push(format!("package {}: {error}", package.name));
+                }
+                continue;
+            }
             let Some(installed) = VersionView::parse(&package.version) else {
                 problems.push(format!(
                     "package {}: version '{}' is not a Debian version: {}",
@@ -183,9 +222,7 @@ impl MatchingIndex {
                     }
                 }
             };
-            let (Some(installed_slot), Some(name)) =
-                (installed_slot, self.names.get(&package.name))
-            else {
+            let (Some(installed_slot), Some((name, _))) = (installed_slot, found) else {
                 continue;
             };
             let Some(list) = self.candidates.get(name as usize) else {
@@ -211,7 +248,7 @@ impl MatchingIndex {
                     continue;
                 }
                 best = Some(index);
-                for &cve in self.slots[candidate.update as usize].cves.iter() {
+                for &cve in candidate.cves.iter() {
                     known_exploited |= self.known_exploited[cve as usize];
                     cves.push(cve);
                 }
@@ -328,60 +365,35 @@ impl MatchingIndex {
         false
     }
 
-    /// Turns the hits into sorted output, the only allocations of an evaluation.
-    fn findings(&self, device: &DeviceInventory, scratch: &mut Scratch) -> DeviceFindings {
+    /// Sorts the hits and their CVEs into output order and copies them out of the scratch space:
+    /// the only allocations of an evaluation (four vectors, and the problems).
+    fn collect<'a>(
+        &'a self,
+        device: &'a DeviceInventory,
+        scratch: &mut Scratch,
+        problems: Vec<String>,
+    ) -> Findings<'a> {
         let Scratch {
             hits,
             cves,
             exposures,
             ..
         } = scratch;
-        let label = |hit: &Hit| -> (&str, &str) {
-            match hit.what {
-                HitKind::Debian { package, .. } => device
-                    .packages
-                    .get(package)
-                    .map_or(("", ""), |p| (p.name.as_str(), p.architecture.as_str())),
-                HitKind::Windows => match &self.slots[hit.update as usize].matching {
-                    Matching::Windows(windows) => (&windows.kb_article, ""),
-                    _ => ("", ""),
-                },
-            }
-        };
         hits.sort_unstable_by(|a, b| {
             (
                 Reverse(a.known_exploited),
-                label(a),
-                &self.slots[a.update as usize].id,
+                a.label(self, device),
+                self.update_id(a.update),
             )
                 .cmp(&(
                     Reverse(b.known_exploited),
-                    label(b),
-                    &self.slots[b.update as usize].id,
+                    b.label(self, device),
+                    self.update_id(b.update),
                 ))
         });
 
-        let mut required = Vec::with_capacity(hits.len());
         exposures.clear();
         for (position, hit) in hits.iter().enumerate() {
-            let (package_or_product, architecture) = label(hit);
-            let (installed_version, required_version) = match hit.what {
-                HitKind::Debian {
-                    package,
-                    name,
-                    index,
-                } => (
-                    device
-                        .packages
-                        .get(package)
-                        .map_or("", |p| p.version.as_str()),
-                    self.candidates[name as usize][index].version.as_str(),
-                ),
-                HitKind::Windows => match &self.slots[hit.update as usize].matching {
-                    Matching::Windows(windows) => ("", &*windows.version),
-                    _ => ("", ""),
-                },
-            };
             let hit_cves = &mut cves[hit.cves.clone()];
             hit_cves.sort_unstable_by(|&a, &b| self.cve_order(a, b));
             exposures.extend(
@@ -389,18 +401,6 @@ impl MatchingIndex {
                     .iter()
                     .map(|&cve| (self.cve_sort_key(cve), cve, position as u32)),
             );
-            required.push(RequiredUpdate {
-                update_id: self.slots[hit.update as usize].id.to_string(),
-                package_or_product: package_or_product.to_owned(),
-                installed_version: installed_version.to_owned(),
-                required_version: required_version.to_owned(),
-                architecture: architecture.to_owned(),
-                cve_ids: hit_cves
-                    .iter()
-                    .map(|&cve| self.cves.name(cve).to_owned())
-                    .collect(),
-                known_exploited: hit.known_exploited,
-            });
         }
 
         // Known-exploited first, then CVE order (the sort key), then by CVE id so that the entries
@@ -421,31 +421,31 @@ impl MatchingIndex {
             }
             run = end;
         }
-        let distinct = exposures.windows(2).filter(|w| w[0].1 != w[1].1).count() + 1;
-        let mut vulnerabilities: Vec<Vulnerability> =
-            Vec::with_capacity(distinct.min(exposures.len()));
-        for (position, &(_, cve, hit)) in exposures.iter().enumerate() {
-            let update_id = &required[hit as usize].update_id;
-            let first_of_cve = position == 0 || exposures[position - 1].1 != cve;
-            if first_of_cve {
-                vulnerabilities.push(Vulnerability {
-                    cve_id: self.cves.name(cve).to_owned(),
-                    known_exploited: self.known_exploited[cve as usize],
-                    fixed_by: Vec::with_capacity(1),
+        // A CVE's entries by update id, one per update (two installed packages can share one).
+        let mut vulnerability_order = Vec::with_capacity(exposures.len());
+        for same_cve in exposures.chunk_by_mut(|a, b| a.1 == b.1) {
+            if same_cve.len() > 1 {
+                same_cve.sort_by(|a, b| {
+                    self.update_id(hits[a.2 as usize].update)
+                        .cmp(self.update_id(hits[b.2 as usize].update))
                 });
             }
-            if let Some(vulnerability) = vulnerabilities.last_mut() {
-                vulnerability.fixed_by.push(update_id.clone());
+            let mut last_update = None;
+            for &(_, cve, position) in same_cve.iter() {
+                let update = hits[position as usize].update;
+                if last_update != Some(update) {
+                    vulnerability_order.push((cve, position));
+                    last_update = Some(update);
+                }
             }
         }
-        for vulnerability in vulnerabilities.iter_mut().filter(|v| v.fixed_by.len() > 1) {
-            vulnerability.fixed_by.sort_unstable();
-            vulnerability.fixed_by.dedup();
-        }
-        DeviceFindings {
-            required,
-            vulnerabilities,
-            problems: Vec::new(),
+        Findings {
+            index: self,
+            device,
+            required: hits.as_slice().to_vec(),
+            cves: cves.as_slice().to_vec(),
+            exposures: vulnerability_order,
+            problems,
         }
     }
 }

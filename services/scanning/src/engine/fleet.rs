@@ -10,7 +10,7 @@ use std::num::NonZeroUsize;
 use std::sync::{Mutex, PoisonError};
 
 use super::evaluate::Scratch;
-use super::{DeviceFindings, DeviceInventory, MatchingIndex};
+use super::{DeviceFindings, DeviceInventory, Findings, MatchingIndex};
 
 /// Devices a worker takes at a time: large enough that the lock is taken rarely (a device takes
 /// tens of microseconds), small enough to balance uneven devices at the end.
@@ -19,21 +19,43 @@ const BATCH: usize = 32;
 /// [`MatchingIndex::evaluate`] for every device, in the order of `devices`, using every core the
 /// process may use.
 pub fn evaluate_fleet(index: &MatchingIndex, devices: &[DeviceInventory]) -> Vec<DeviceFindings> {
+    evaluate_fleet_with(index, devices, |_, findings| findings.to_device_findings())
+}
+
+/// Evaluates every device and turns its [`Findings`] into `T` with `output(position, findings)`
+/// on the same worker thread, so that whatever the findings become (an encoded event, say) is
+/// built in parallel too and the borrowed findings never leave the worker. The results are in the
+/// order of `devices`.
+pub fn evaluate_fleet_with<T, F>(
+    index: &MatchingIndex,
+    devices: &[DeviceInventory],
+    output: F,
+) -> Vec<T>
+where
+    T: Send,
+    F: Fn(usize, Findings<'_>) -> T + Sync,
+{
     let threads = std::thread::available_parallelism()
         .map_or(1, NonZeroUsize::get)
         .min(devices.len().div_ceil(BATCH));
-    let mut findings: Vec<DeviceFindings> = std::iter::repeat_with(DeviceFindings::default)
-        .take(devices.len())
-        .collect();
     if threads <= 1 {
         let mut scratch = Scratch::default();
-        for (device, out) in devices.iter().zip(&mut findings) {
-            *out = index.evaluate_with(device, &mut scratch);
-        }
-        return findings;
+        return devices
+            .iter()
+            .enumerate()
+            .map(|(position, device)| output(position, index.evaluate_with(device, &mut scratch)))
+            .collect();
     }
 
-    let batches = Mutex::new(devices.chunks(BATCH).zip(findings.chunks_mut(BATCH)));
+    let mut results: Vec<Option<T>> = std::iter::repeat_with(|| None)
+        .take(devices.len())
+        .collect();
+    let batches = Mutex::new(
+        devices
+            .chunks(BATCH)
+            .zip(results.chunks_mut(BATCH))
+            .enumerate(),
+    );
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| {
@@ -45,17 +67,20 @@ pub fn evaluate_fleet(index: &MatchingIndex, devices: &[DeviceInventory]) -> Vec
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .next();
-                    let Some((devices, out)) = batch else {
+                    let Some((batch, (devices, out))) = batch else {
                         break;
                     };
-                    for (device, out) in devices.iter().zip(out) {
-                        *out = index.evaluate_with(device, &mut scratch);
+                    for (offset, (device, out)) in devices.iter().zip(out).enumerate() {
+                        let findings = index.evaluate_with(device, &mut scratch);
+                        *out = Some(output(batch * BATCH + offset, findings));
                     }
                 }
             });
         }
     });
-    findings
+    // Every slot was filled: the workers took every batch, and a panic in one would have been
+    // re-raised by the scope before this line.
+    results.into_iter().flatten().collect()
 }
 
 #[cfg(test)]

@@ -5,8 +5,10 @@
 //! of [`Candidate`]s per package name, sorted by version, so a device's package is one hash
 //! lookup plus a binary search. Windows updates are reached through their products.
 
+use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::collections::HashMap as StdHashMap;
+use std::hash::{Hash, Hasher};
 
 use patchbay_debian::Architecture;
 use patchbay_proto::catalog::v1 as pb;
@@ -70,6 +72,9 @@ pub(crate) struct Candidate {
     /// Id of the update's set of suites.
     pub(crate) suites: u32,
     pub(crate) expired: bool,
+    /// The update's CVE ids (as in its slot), here so that walking the candidates newer than a
+    /// device's version does not also visit every update's slot.
+    pub(crate) cves: Box<[u32]>,
 }
 
 /// A Windows update as matching sees it.
@@ -158,6 +163,99 @@ impl Interner {
     }
 }
 
+/// A Debian package name and, right after it in the same allocation, the newest version any
+/// update of that name has (empty while there is none).
+///
+/// Hashes and compares as its name, and borrows as it, so the name table is looked up by `&str`.
+/// Finding a device's package thus also brings in the newest version's text: most installed
+/// packages are up to date, and for those one string comparison settles the package without
+/// touching its candidate list (a scan is bound by such memory accesses, not by arithmetic).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct NameKey {
+    text: Box<str>,
+    name_len: u32,
+}
+
+impl NameKey {
+    fn new(name: &str, newest: &str) -> Self {
+        Self {
+            text: format!("{name}{newest}").into(),
+            name_len: u32::try_from(name.len()).unwrap_or(u32::MAX),
+        }
+    }
+
+    fn name(&self) -> &str {
+        self.text.get(..self.name_len as usize).unwrap_or("")
+    }
+
+    /// The newest candidate's version text, as stored in the index (trimmed).
+    fn newest(&self) -> &str {
+        self.text.get(self.name_len as usize..).unwrap_or("")
+    }
+}
+
+impl Borrow<str> for NameKey {
+    fn borrow(&self) -> &str {
+        self.name()
+    }
+}
+
+impl Hash for NameKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.name().hash(state);
+    }
+}
+
+// By name only, as `Borrow` requires.
+impl PartialEq for NameKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for NameKey {}
+
+/// Debian package names interned as dense ids, each with its newest version (see [`NameKey`]).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct PackageNames {
+    ids: HashMap<NameKey, u32>,
+    names: Vec<Box<str>>,
+}
+
+impl PackageNames {
+    /// The name's id and the text of its newest version.
+    pub(crate) fn lookup(&self, name: &str) -> Option<(u32, &str)> {
+        self.ids
+            .get_key_value(name)
+            .map(|(key, &id)| (id, key.newest()))
+    }
+
+    #[cfg(test)]
+    pub(crate) fn get(&self, name: &str) -> Option<u32> {
+        self.ids.get(name).copied()
+    }
+
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = id_of(self.names.len());
+        self.names.push(name.into());
+        self.ids.insert(NameKey::new(name, ""), id);
+        id
+    }
+
+    /// Records the newest version of `name` after its candidate list changed.
+    fn set_newest(&mut self, name: u32, newest: &str) {
+        let Some(text) = self.names.get(name as usize) else {
+            return;
+        };
+        if self.ids.remove(&**text).is_some() {
+            self.ids.insert(NameKey::new(text, newest), name);
+        }
+    }
+}
+
 /// Ids are `u32` to keep candidates small; four billion distinct strings do not fit in memory
 /// anyway.
 fn id_of(index: usize) -> u32 {
@@ -171,7 +269,7 @@ pub struct MatchingIndex {
     pub(crate) slot_ids: HashMap<Box<str>, u32>,
     /// Debian package names; `candidates[name]` is sorted by version, then by update id
     /// descending (so that the last of equal versions is the smallest id).
-    pub(crate) names: Interner,
+    pub(crate) names: PackageNames,
     pub(crate) candidates: Vec<Vec<Candidate>>,
     /// Debian architectures; `all` is [`ALL`]. Few, so looked up by a linear scan.
     pub(crate) architectures: Vec<Box<str>>,
@@ -204,7 +302,7 @@ impl MatchingIndex {
         Self {
             slots: Vec::new(),
             slot_ids: HashMap::default(),
-            names: Interner::default(),
+            names: PackageNames::default(),
             candidates: Vec::new(),
             architectures: vec!["all".into()],
             suites: Interner::default(),
@@ -242,8 +340,8 @@ impl MatchingIndex {
                 .superseded_by_details
                 .push(slot);
         }
-        let cves = details.cve_ids.iter().map(|cve| self.cve(cve)).collect();
-        let matching = self.link(slot, details);
+        let cves: Box<[u32]> = details.cve_ids.iter().map(|cve| self.cve(cve)).collect();
+        let matching = self.link(slot, details, &cves);
 
         let entry = &mut self.slots[slot as usize];
         if !entry.published {
@@ -320,6 +418,18 @@ impl MatchingIndex {
         }
     }
 
+    /// The update id of a slot ("" for a slot that does not exist).
+    pub(crate) fn update_id(&self, slot: u32) -> &str {
+        self.slots.get(slot as usize).map_or("", |s| &s.id)
+    }
+
+    pub(crate) fn is_known_exploited(&self, cve: u32) -> bool {
+        self.known_exploited
+            .get(cve as usize)
+            .copied()
+            .unwrap_or(false)
+    }
+
     /// The id of a Debian architecture name, if any update uses it.
     pub(crate) fn architecture(&self, name: &str) -> Option<u32> {
         self.architectures
@@ -365,6 +475,8 @@ impl MatchingIndex {
             Matching::Debian { name } => {
                 if let Some(list) = self.candidates.get_mut(name as usize) {
                     list.retain(|candidate| candidate.update != slot);
+                    let newest = list.last().map_or("", |c| c.version.as_str());
+                    self.names.set_newest(name, newest);
                 }
             }
             Matching::Windows(windows) => {
@@ -381,11 +493,16 @@ impl MatchingIndex {
     }
 
     /// Puts `details`' applicability into the index for `slot`.
-    fn link(&mut self, slot: u32, details: &pb::UpdateDetails) -> Result<Matching, Unmatchable> {
+    fn link(
+        &mut self,
+        slot: u32,
+        details: &pb::UpdateDetails,
+        cves: &[u32],
+    ) -> Result<Matching, Unmatchable> {
         use pb::update_details::Applicability;
         match &details.applicability {
             None => Err(Unmatchable::NoApplicability),
-            Some(Applicability::Debian(debian)) => self.link_debian(slot, debian),
+            Some(Applicability::Debian(debian)) => self.link_debian(slot, debian, cves),
             Some(Applicability::Windows(windows)) => self.link_windows(slot, windows, details),
         }
     }
@@ -394,6 +511,7 @@ impl MatchingIndex {
         &mut self,
         slot: u32,
         debian: &pb::DebianPackage,
+        cves: &[u32],
     ) -> Result<Matching, Unmatchable> {
         if debian.package.is_empty() {
             return Err(Unmatchable::EmptyPackage);
@@ -459,8 +577,11 @@ impl MatchingIndex {
                 architecture,
                 suites,
                 expired: slots[slot as usize].expired,
+                cves: cves.into(),
             },
         );
+        let newest = list.last().map_or("", |c| c.version.as_str());
+        self.names.set_newest(name, newest);
         Ok(Matching::Debian { name })
     }
 
@@ -623,9 +744,9 @@ mod tests {
 
     #[test]
     fn candidates_stay_small() {
-        // docs/scanning-engine.md quotes this size.
+        // docs/scanning-engine.md quotes this size: one cache line.
         assert!(
-            std::mem::size_of::<Candidate>() <= 48,
+            std::mem::size_of::<Candidate>() <= 64,
             "{}",
             std::mem::size_of::<Candidate>()
         );

@@ -9,6 +9,7 @@
 //! `docs/scanning-engine.md`.
 
 mod evaluate;
+mod findings;
 mod fleet;
 mod index;
 mod version;
@@ -18,7 +19,8 @@ mod real_system_tests;
 #[cfg(test)]
 mod reference_tests;
 
-pub use fleet::evaluate_fleet;
+pub use findings::{Findings, RequiredView, VulnerabilityView};
+pub use fleet::{evaluate_fleet, evaluate_fleet_with};
 pub use index::{IndexStats, MatchingIndex, Unmatchable};
 
 /// What a device reported about itself: its Debian packages and apt sources, or its Windows

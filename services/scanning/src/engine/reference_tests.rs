@@ -11,8 +11,11 @@ use super::evaluate::cve_order;
 use super::index::kb_key;
 use super::{
     DeviceFindings, DeviceInventory, InstalledPackage, MatchingIndex, RequiredUpdate,
-    Vulnerability, evaluate_fleet,
+    Vulnerability, evaluate_fleet, evaluate_fleet_with,
 };
+use crate::scan_payload::tests::prost_message;
+use crate::scan_payload::{ScanHeader, encode_scan_completed};
+use prost::Message as _;
 
 pub(crate) fn debian(
     package: &str,
@@ -384,6 +387,41 @@ fn given_multiarch_installs_then_architectures_follow_apts_native_slot() {
         package("libc6", "2.36-9", "riscv64"),
     ];
     assert_eq!(ids(&index.evaluate(&device)), ["became-all"]);
+}
+
+#[test]
+fn given_packages_at_the_newest_version_then_only_an_invalid_architecture_is_a_problem() {
+    // Packages at the newest version take a shorter path (the name table holds that version);
+    // it must report what the full path reports.
+    let index = index_of(&[
+        ("bash-1", debian("bash", "5.2-1", "amd64", &["s"], &[])),
+        ("bash-2", debian("bash", "5.2-2", "amd64", &["s"], &[])),
+        ("zsh", debian("zsh", "5.9-5", "all", &["s"], &[])),
+    ]);
+    let mut device = debian_device(
+        &[
+            ("bash", "5.2-2", "amd 64"),
+            ("zsh", "5.9-5", "all"),
+            ("bash", "5.2-2", "i386"),
+            ("zsh", "5.9-4", "amd64"),
+        ],
+        &[],
+    );
+    let findings = index.evaluate(&device);
+    assert_eq!(ids(&findings), ["zsh"]);
+    assert_eq!(findings.problems.len(), 1, "{:?}", findings.problems);
+    assert!(
+        findings.problems[0].starts_with("package bash: architecture name \"amd 64\""),
+        "{}",
+        findings.problems[0]
+    );
+
+    // Without a native architecture an empty architecture is invalid on both paths.
+    device.native_architecture.clear();
+    device.packages = vec![package("bash", "5.2-2", ""), package("zsh", "5.9-5", "")];
+    let findings = index.evaluate(&device);
+    assert!(findings.required.is_empty());
+    assert_eq!(findings.problems.len(), 2, "{:?}", findings.problems);
 }
 
 #[test]
@@ -956,10 +994,16 @@ proptest! {
         }
         prop_assert_eq!(index.len(), model.updates.values().filter(|u| u.details.is_some()).count());
         let fleet = evaluate_fleet(&index, &devices);
-        for (device, from_fleet) in devices.iter().zip(&fleet) {
+        let header = ScanHeader { device_id: "device", task_id: "task", run: 2, catalog_position: 7 };
+        let payloads = evaluate_fleet_with(&index, &devices, |_, findings| {
+            encode_scan_completed(&header, &findings)
+        });
+        for ((device, from_fleet), payload) in devices.iter().zip(&fleet).zip(&payloads) {
             let expected = model.evaluate(device);
             prop_assert_eq!(&index.evaluate(device), &expected, "device {:?}", device);
             prop_assert_eq!(from_fleet, &expected);
+            // The event payload, encoded from the borrowed findings, is prost's for the same scan.
+            prop_assert_eq!(payload, &prost_message(&header, &expected).encode_to_vec());
         }
     }
 }
