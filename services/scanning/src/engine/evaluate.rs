@@ -20,8 +20,8 @@ pub(crate) struct Scratch {
     hits: Vec<Hit>,
     /// The CVE ids of the hits; each hit owns a range.
     cves: Vec<u32>,
-    /// (sort key, CVE id, position of a required update in the output).
-    exposures: Vec<(u64, u32, u32)>,
+    /// Packed (sort key, CVE id, position of a required update in the output); see [`exposure`].
+    exposures: Vec<u128>,
     /// Suite ids the device uses.
     suite_used: Vec<bool>,
     windows: WindowsScratch,
@@ -379,27 +379,38 @@ impl MatchingIndex {
             exposures,
             ..
         } = scratch;
-        hits.sort_unstable_by(|a, b| {
-            (
-                Reverse(a.known_exploited),
-                a.label(self, device),
-                self.update_id(a.update),
-            )
-                .cmp(&(
-                    Reverse(b.known_exploited),
-                    b.label(self, device),
-                    self.update_id(b.update),
-                ))
-        });
+        // Each hit's sort key computed once: comparing them during the sort, as it did, looked
+        // up the package and matched on the hit's kind twice per comparison.
+        let mut order: Vec<(Reverse<bool>, &str, &str, &str, u32)> = hits
+            .iter()
+            .enumerate()
+            .map(|(position, hit)| {
+                let (label, architecture) = hit.label(self, device);
+                (
+                    Reverse(hit.known_exploited),
+                    label,
+                    architecture,
+                    self.update_id(hit.update),
+                    position as u32,
+                )
+            })
+            .collect();
+        order.sort_unstable();
+        let required: Vec<Hit> = order
+            .iter()
+            .map(|&(.., position)| hits[position as usize].clone())
+            .collect();
 
+        // One integer per exposure: the CVE's sort key, the CVE id and the position of the
+        // required update, so that sorting compares single integers.
         exposures.clear();
-        for (position, hit) in hits.iter().enumerate() {
+        for (position, hit) in required.iter().enumerate() {
             let hit_cves = &mut cves[hit.cves.clone()];
             hit_cves.sort_unstable_by(|&a, &b| self.cve_order(a, b));
             exposures.extend(
                 hit_cves
                     .iter()
-                    .map(|&cve| (self.cve_sort_key(cve), cve, position as u32)),
+                    .map(|&cve| exposure(self.cve_sort_key(cve), cve, position as u32)),
             );
         }
 
@@ -409,32 +420,37 @@ impl MatchingIndex {
         exposures.sort_unstable();
         let mut run = 0;
         while run < exposures.len() {
-            let key = exposures[run].0;
-            let end = run + exposures[run..].iter().take_while(|e| e.0 == key).count();
-            if exposures[run].1 != exposures[end - 1].1 {
-                exposures[run..end].sort_by(|a, b| {
+            let key = exposures[run] >> 64;
+            let end = run
+                + exposures[run..]
+                    .iter()
+                    .take_while(|&&e| e >> 64 == key)
+                    .count();
+            if exposure_cve(exposures[run]) != exposure_cve(exposures[end - 1]) {
+                exposures[run..end].sort_by(|&a, &b| {
                     self.cves
-                        .name(a.1)
-                        .cmp(self.cves.name(b.1))
-                        .then(a.1.cmp(&b.1))
+                        .name(exposure_cve(a))
+                        .cmp(self.cves.name(exposure_cve(b)))
+                        .then(a.cmp(&b))
                 });
             }
             run = end;
         }
         // A CVE's entries by update id, one per update (two installed packages can share one).
         let mut vulnerability_order = Vec::with_capacity(exposures.len());
-        for same_cve in exposures.chunk_by_mut(|a, b| a.1 == b.1) {
+        for same_cve in exposures.chunk_by_mut(|&a, &b| exposure_cve(a) == exposure_cve(b)) {
             if same_cve.len() > 1 {
-                same_cve.sort_by(|a, b| {
-                    self.update_id(hits[a.2 as usize].update)
-                        .cmp(self.update_id(hits[b.2 as usize].update))
+                same_cve.sort_by(|&a, &b| {
+                    self.update_id(required[exposure_position(a)].update)
+                        .cmp(self.update_id(required[exposure_position(b)].update))
                 });
             }
             let mut last_update = None;
-            for &(_, cve, position) in same_cve.iter() {
-                let update = hits[position as usize].update;
+            for &entry in same_cve.iter() {
+                let position = exposure_position(entry);
+                let update = required[position].update;
                 if last_update != Some(update) {
-                    vulnerability_order.push((cve, position));
+                    vulnerability_order.push((exposure_cve(entry), position as u32));
                     last_update = Some(update);
                 }
             }
@@ -442,12 +458,26 @@ impl MatchingIndex {
         Findings {
             index: self,
             device,
-            required: hits.as_slice().to_vec(),
+            required,
             cves: cves.as_slice().to_vec(),
             exposures: vulnerability_order,
             problems,
         }
     }
+}
+
+/// An exposure of the device to `cve` through the required update at `position`, packed so that
+/// integer order is (sort key, CVE id, position).
+fn exposure(sort_key: u64, cve: u32, position: u32) -> u128 {
+    (u128::from(sort_key) << 64) | (u128::from(cve) << 32) | u128::from(position)
+}
+
+fn exposure_cve(exposure: u128) -> u32 {
+    (exposure >> 32) as u32
+}
+
+fn exposure_position(exposure: u128) -> usize {
+    (exposure as u32) as usize
 }
 
 /// Sorts `items` and moves the distinct values to its front; returns how many there are.
