@@ -16,7 +16,7 @@ use crate::domain::{
     DeviceCommand, DeviceState, ScanTaskCommand, ScanTaskState, ScanningError, TaskStatus,
     credential_digest, decide_device, decide_task, evolve_device, evolve_task,
 };
-use crate::engine::{self, DeviceInventory, MatchingIndex};
+use crate::engine::{self, MatchingIndex};
 use crate::events::{DecodeError, ScanningEvent};
 use crate::group_commit::GroupCommit;
 use crate::scan_payload::{ScanHeader, scan_completed_event};
@@ -519,7 +519,8 @@ impl Scanning {
     /// Only copying the inventories holds the view's lock. The evaluation itself runs on a
     /// blocking thread: under the lock it would block the view's follower, and with it every
     /// inventory report and query waiting behind the follower; on a runtime thread it would block
-    /// the other tasks of that thread. The payloads are encoded on the engine's workers, straight
+    /// the other tasks of that thread. The inventories are shared, not copied (the engine reads the
+    /// reported `Inventory` itself), and the payloads are encoded on the engine's workers, straight
     /// from its borrowed findings (see [`crate::scan_payload`]).
     async fn evaluate(
         &self,
@@ -540,7 +541,7 @@ impl Scanning {
                     .and_then(|d| d.state.inventory.as_ref())
                 {
                     ids.push(id.clone());
-                    inventories.push(device_inventory(inventory));
+                    inventories.push(Arc::clone(inventory));
                 }
             }
             (ids, inventories)
@@ -620,24 +621,6 @@ pub fn task_stream(task_id: &str) -> String {
 
 fn device_stream(device_id: &str) -> String {
     format!("device-{device_id}")
-}
-
-fn device_inventory(inventory: &pb::Inventory) -> DeviceInventory {
-    DeviceInventory {
-        native_architecture: inventory.native_architecture.clone(),
-        packages: inventory
-            .packages
-            .iter()
-            .map(|p| engine::InstalledPackage {
-                name: p.name.clone(),
-                version: p.version.clone(),
-                architecture: p.architecture.clone(),
-            })
-            .collect(),
-        apt_suites: inventory.apt_suites.clone(),
-        installed_kbs: inventory.installed_kbs.clone(),
-        windows_products: inventory.windows_products.clone(),
-    }
 }
 
 fn to_new_events(events: &[ScanningEvent], actor: &str) -> Vec<NewEvent> {

@@ -134,7 +134,7 @@ async fn same_device_twice_at_once(store: EventStore) {
     // Whichever came last is the device's inventory now: reporting it again changes nothing.
     assert!(
         !scanning
-            .report_inventory(device, credential, last)
+            .report_inventory(device, credential, (*last).clone())
             .await
             .unwrap()
     );

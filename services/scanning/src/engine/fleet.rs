@@ -6,6 +6,7 @@
 //! up front). This keeps the crate free of a second, global thread pool next to tokio's, and each
 //! worker keeps one scratch buffer for all its devices.
 
+use std::borrow::Borrow;
 use std::num::NonZeroUsize;
 use std::sync::{Mutex, PoisonError};
 
@@ -25,13 +26,11 @@ pub fn evaluate_fleet(index: &MatchingIndex, devices: &[DeviceInventory]) -> Vec
 /// Evaluates every device and turns its [`Findings`] into `T` with `output(position, findings)`
 /// on the same worker thread, so that whatever the findings become (an encoded event, say) is
 /// built in parallel too and the borrowed findings never leave the worker. The results are in the
-/// order of `devices`.
-pub fn evaluate_fleet_with<T, F>(
-    index: &MatchingIndex,
-    devices: &[DeviceInventory],
-    output: F,
-) -> Vec<T>
+/// order of `devices`, which may hold the inventories themselves or shared handles to them
+/// (`Arc<DeviceInventory>`).
+pub fn evaluate_fleet_with<D, T, F>(index: &MatchingIndex, devices: &[D], output: F) -> Vec<T>
 where
+    D: Borrow<DeviceInventory> + Sync,
     T: Send,
     F: Fn(usize, Findings<'_>) -> T + Sync,
 {
@@ -43,7 +42,9 @@ where
         return devices
             .iter()
             .enumerate()
-            .map(|(position, device)| output(position, index.evaluate_with(device, &mut scratch)))
+            .map(|(position, device)| {
+                output(position, index.evaluate_with(device.borrow(), &mut scratch))
+            })
             .collect();
     }
 
@@ -71,7 +72,7 @@ where
                         break;
                     };
                     for (offset, (device, out)) in devices.iter().zip(out).enumerate() {
-                        let findings = index.evaluate_with(device, &mut scratch);
+                        let findings = index.evaluate_with(device.borrow(), &mut scratch);
                         *out = Some(output(batch * BATCH + offset, findings));
                     }
                 }

@@ -23,31 +23,22 @@ pub use findings::{Findings, RequiredView, VulnerabilityView};
 pub use fleet::{evaluate_fleet, evaluate_fleet_with};
 pub use index::{IndexStats, MatchingIndex, Unmatchable};
 
-/// What a device reported about itself: its Debian packages and apt sources, or its Windows
-/// products and installed KB articles (a device may have both).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DeviceInventory {
-    /// The dpkg native architecture, e.g. `amd64`; empty when unknown (then `all` packages only
-    /// match `all` updates).
-    pub native_architecture: String,
-    pub packages: Vec<InstalledPackage>,
-    /// Suites the device's apt sources use, e.g. `bookworm-security`; empty means every suite.
-    pub apt_suites: Vec<String>,
-    /// Windows: installed KB articles, e.g. `KB5034441` (the `KB` prefix is optional).
-    pub installed_kbs: Vec<String>,
-    /// Windows: ids of the products that apply to the device, compared exactly.
-    pub windows_products: Vec<String>,
-}
-
-/// One installed Debian package, as the agent read it from dpkg's `status`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct InstalledPackage {
-    pub name: String,
-    /// A Debian version; one that does not parse is reported in [`DeviceFindings::problems`].
-    pub version: String,
-    /// e.g. `amd64`, `i386` (a foreign-architecture install) or `all`.
-    pub architecture: String,
-}
+/// What a device reported about itself, read exactly as the agent sent it (the `Inventory`
+/// message, `proto/patchbay/scanning/v1/events.proto`), so a scan copies no inventory: its Debian
+/// packages and apt sources, or its Windows products and installed KB articles (a device may have
+/// both).
+///
+/// - `native_architecture`: the dpkg native architecture, e.g. `amd64`; empty when unknown (then
+///   `all` packages only match `all` updates).
+/// - `packages`: [`InstalledPackage`]s as read from dpkg's `status`: name, a Debian version (one
+///   that does not parse is reported in [`DeviceFindings::problems`]) and architecture (`amd64`,
+///   `i386` for a foreign-architecture install, or `all`).
+/// - `apt_suites`: suites the device's apt sources use, e.g. `bookworm-security`; empty means
+///   every suite.
+/// - `installed_kbs`: Windows KB articles, e.g. `KB5034441` (the `KB` prefix is optional).
+/// - `windows_products`: ids of the Windows products that apply to the device, compared exactly.
+/// - `os` is not matched on.
+pub use patchbay_proto::scanning::v1::{InstalledPackage, Inventory as DeviceInventory};
 
 /// What a device needs: its required updates, the vulnerabilities they fix, and what could not be
 /// evaluated.

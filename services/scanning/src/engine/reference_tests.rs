@@ -969,6 +969,7 @@ fn device() -> impl Strategy<Value = DeviceInventory> {
                 apt_suites,
                 installed_kbs,
                 windows_products,
+                ..Default::default()
             },
         )
 }
