@@ -400,6 +400,7 @@ impl MatchingIndex {
             .iter()
             .map(|&(.., position)| hits[position as usize].clone())
             .collect();
+        let update_ids: Vec<&str> = order.iter().map(|&(_, _, _, id, _)| id).collect();
 
         // One integer per exposure: the CVE's sort key, the CVE id and the position of the
         // required update, so that sorting compares single integers.
@@ -440,10 +441,7 @@ impl MatchingIndex {
         let mut vulnerability_order = Vec::with_capacity(exposures.len());
         for same_cve in exposures.chunk_by_mut(|&a, &b| exposure_cve(a) == exposure_cve(b)) {
             if same_cve.len() > 1 {
-                same_cve.sort_by(|&a, &b| {
-                    self.update_id(required[exposure_position(a)].update)
-                        .cmp(self.update_id(required[exposure_position(b)].update))
-                });
+                same_cve.sort_by_key(|&entry| update_ids[exposure_position(entry)]);
             }
             let mut last_update = None;
             for &entry in same_cve.iter() {
@@ -459,6 +457,7 @@ impl MatchingIndex {
             index: self,
             device,
             required,
+            update_ids,
             cves: cves.as_slice().to_vec(),
             exposures: vulnerability_order,
             problems,

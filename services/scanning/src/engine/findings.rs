@@ -17,6 +17,9 @@ pub struct Findings<'a> {
     pub(crate) device: &'a DeviceInventory,
     /// In output order (see [`DeviceFindings::required`]); each hit owns a range of `cves`.
     pub(crate) required: Vec<Hit>,
+    /// The update id of each of `required`, looked up once: a device's vulnerabilities name them
+    /// ~650 times, and each lookup through the update's slot is two cache misses.
+    pub(crate) update_ids: Vec<&'a str>,
     /// CVE ids; each hit's range is sorted in CVE order.
     pub(crate) cves: Vec<u32>,
     /// (CVE id, position in `required`) in vulnerability order: a CVE's entries are adjacent,
@@ -51,8 +54,7 @@ impl<'a> RequiredView<'a> {
 pub struct VulnerabilityView<'a> {
     pub cve_id: &'a str,
     pub known_exploited: bool,
-    index: &'a MatchingIndex,
-    required: &'a [Hit],
+    update_ids: &'a [&'a str],
     /// This CVE's run of [`Findings::exposures`].
     exposures: &'a [(u32, u32)],
 }
@@ -60,12 +62,10 @@ pub struct VulnerabilityView<'a> {
 impl<'a> VulnerabilityView<'a> {
     /// Ids of the required updates that fix it, sorted, as in [`Vulnerability::fixed_by`].
     pub fn fixed_by(&self) -> impl ExactSizeIterator<Item = &'a str> + Clone + 'a {
-        let (index, required) = (self.index, self.required);
-        self.exposures.iter().map(move |&(_, position)| {
-            required
-                .get(position as usize)
-                .map_or("", |hit| index.update_id(hit.update))
-        })
+        let update_ids = self.update_ids;
+        self.exposures
+            .iter()
+            .map(move |&(_, position)| update_ids.get(position as usize).copied().unwrap_or(""))
     }
 }
 
@@ -73,7 +73,10 @@ impl<'a> Findings<'a> {
     /// The required updates, known-exploited first, then by package or product, architecture and
     /// update id.
     pub fn required(&self) -> impl ExactSizeIterator<Item = RequiredView<'_>> + '_ {
-        self.required.iter().map(|hit| self.view(hit))
+        self.required
+            .iter()
+            .zip(&self.update_ids)
+            .map(|(hit, &update_id)| self.view(hit, update_id))
     }
 
     /// Every CVE of the required updates, known-exploited first, then in CVE id order.
@@ -83,8 +86,7 @@ impl<'a> Findings<'a> {
             VulnerabilityView {
                 cve_id: self.index.cves.name(cve),
                 known_exploited: self.index.is_known_exploited(cve),
-                index: self.index,
-                required: &self.required,
+                update_ids: &self.update_ids,
                 exposures,
             }
         })
@@ -131,7 +133,7 @@ impl<'a> Findings<'a> {
         }
     }
 
-    fn view(&self, hit: &Hit) -> RequiredView<'_> {
+    fn view<'f>(&'f self, hit: &Hit, update_id: &'f str) -> RequiredView<'f> {
         let index = self.index;
         let (package_or_product, architecture) = hit.label(index, self.device);
         let (installed_version, required_version) = match hit.what {
@@ -156,7 +158,7 @@ impl<'a> Findings<'a> {
             },
         };
         RequiredView {
-            update_id: index.update_id(hit.update),
+            update_id,
             package_or_product,
             installed_version,
             required_version,
