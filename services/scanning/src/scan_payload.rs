@@ -30,11 +30,11 @@ pub struct ScanHeader<'a> {
 pub fn encode_scan_completed(header: &ScanHeader<'_>, findings: &Findings<'_>) -> Vec<u8> {
     let required_len: usize = findings
         .required()
-        .map(|r| nested_len(4, required_body_len(&r)))
+        .map(|r| delimited_len(4, required_body_len(&r)))
         .sum();
     let vulnerabilities_len: usize = findings
         .vulnerabilities()
-        .map(|v| nested_len(5, vulnerability_body_len(&v)))
+        .map(|v| delimited_len(5, vulnerability_body_len(&v)))
         .sum();
     let len = string_len(1, header.device_id)
         + string_len(2, header.task_id)
@@ -110,10 +110,6 @@ fn string_len(tag: u32, value: &str) -> usize {
 
 fn repeated_len<'a>(tag: u32, values: impl Iterator<Item = &'a str>) -> usize {
     values.map(|value| delimited_len(tag, value.len())).sum()
-}
-
-fn nested_len(tag: u32, body: usize) -> usize {
-    delimited_len(tag, body)
 }
 
 fn u64_len(tag: u32, value: u64) -> usize {

@@ -516,12 +516,12 @@ impl Scanning {
 
     /// Each device's `ScanCompleted` against `index` (devices with no inventory skipped).
     ///
-    /// Only copying the inventories holds the view's lock. The evaluation itself runs on a
+    /// Only taking handles to the inventories holds the view's lock. The evaluation runs on a
     /// blocking thread: under the lock it would block the view's follower, and with it every
     /// inventory report and query waiting behind the follower; on a runtime thread it would block
-    /// the other tasks of that thread. The inventories are shared, not copied (the engine reads the
-    /// reported `Inventory` itself), and the payloads are encoded on the engine's workers, straight
-    /// from its borrowed findings (see [`crate::scan_payload`]).
+    /// the other tasks of that thread. The engine reads the reported `Inventory` itself, and the
+    /// payloads are encoded on its workers, straight from its borrowed findings (see
+    /// [`crate::scan_payload`]).
     async fn evaluate(
         &self,
         devices: &[String],

@@ -13,6 +13,7 @@ use prost::Message as _;
 use crate::domain::{DeviceState, ScanTaskState, evolve_device, evolve_task};
 use crate::engine::MatchingIndex;
 use crate::events::{DecodeError, ScanningEvent};
+use crate::scan_payload::SCAN_COMPLETED;
 
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceEntry {
@@ -46,7 +47,7 @@ impl LastScan {
 
 fn scan_decode_error(source: prost::DecodeError) -> DecodeError {
     DecodeError::Payload {
-        event_type: "ScanCompleted".to_owned(),
+        event_type: SCAN_COMPLETED.to_owned(),
         source,
     }
 }
@@ -100,7 +101,7 @@ impl Projection for ScanningView {
     type Error = DecodeError;
 
     fn apply(&mut self, event: &RecordedEvent) -> Result<(), DecodeError> {
-        if event.event_type == "ScanCompleted" {
+        if event.event_type == SCAN_COMPLETED {
             return self.apply_scan(event);
         }
         let decoded =

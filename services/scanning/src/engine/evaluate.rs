@@ -185,27 +185,22 @@ impl MatchingIndex {
         for (position, package) in device.packages.iter().enumerate() {
             let found = self.names.lookup(&package.name);
             // Most installed packages are at their newest version, and the name's entry holds it:
-            // a valid version (the index's), nothing newer, so only the architecture is checked.
-            if let Some((_, newest)) = found
-                && package.version == newest
-            {
-                let architecture = package.architecture.as_str();
-                if !(architecture == native_name && native.is_some())
-                    && self.architecture(architecture).is_none()
-                    && let Err(error) = architecture.parse::<Architecture>()
-                {
-                    problems.push(format!("package {}: {error}", package.name));
-                }
-                continue;
-            }
-            let Some(installed) = VersionView::parse(&package.version) else {
-                problems.push(format!(
-                    "package {}: version '{}' is not a Debian version: {}",
-                    package.name,
-                    package.version,
-                    version_error(&package.version)
-                ));
-                continue;
+            // the version is valid (it is the index's) and nothing is newer, so it is not parsed,
+            // and after the architecture check the package is done.
+            let at_newest = found.is_some_and(|(_, newest)| package.version == newest);
+            let installed = if at_newest {
+                None
+            } else {
+                let Some(installed) = VersionView::parse(&package.version) else {
+                    problems.push(format!(
+                        "package {}: version '{}' is not a Debian version: {}",
+                        package.name,
+                        package.version,
+                        version_error(&package.version)
+                    ));
+                    continue;
+                };
+                Some(installed)
             };
             let architecture = package.architecture.as_str();
             let installed_slot = if architecture == native_name && native.is_some() {
@@ -222,7 +217,9 @@ impl MatchingIndex {
                     }
                 }
             };
-            let (Some(installed_slot), Some((name, _))) = (installed_slot, found) else {
+            let (Some(installed), Some(installed_slot), Some((name, _))) =
+                (installed, installed_slot, found)
+            else {
                 continue;
             };
             let Some(list) = self.candidates.get(name as usize) else {
