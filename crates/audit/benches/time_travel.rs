@@ -413,10 +413,11 @@ impl ScanningLog {
                 let vulnerabilities = required
                     .iter()
                     .take(3)
-                    .map(|r| scanning::FoundVulnerability {
+                    .enumerate()
+                    .map(|(position, r)| scanning::ScanVulnerability {
                         cve_id: r.cve_ids[0].clone(),
                         known_exploited: r.known_exploited,
-                        fixed_by: vec![r.update_id.clone()],
+                        fixed_by_required: vec![position as u32],
                     })
                     .collect();
                 let scan = scanning::ScanCompleted {
@@ -431,7 +432,11 @@ impl ScanningLog {
                 StreamAppend::new(
                     format!("scan-{device:05}"),
                     ExpectedVersion::Any,
-                    vec![NewEvent::new("ScanCompleted", 1, scan.encode_to_vec())],
+                    vec![NewEvent::new(
+                        "ScanCompleted",
+                        patchbay_scanning::events::schema_version("ScanCompleted"),
+                        scan.encode_to_vec(),
+                    )],
                 )
             })
             .collect()

@@ -65,6 +65,40 @@ impl GoldenEvent {
             };
             json["schedule"] = schedule.into();
         }
+        if self.service == "scanning"
+            && self.event.event_type == "ScanCompleted"
+            && self.event.schema_version == 1
+        {
+            // v2: a vulnerability's `fixedBy` ids became positions in `required`, the first entry
+            // of each id (`fixedByRequired`).
+            let ids: Vec<String> = json["required"]
+                .as_array()
+                .map(|required| {
+                    required
+                        .iter()
+                        .map(|r| r["updateId"].as_str().unwrap_or("").to_owned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(vulnerabilities) = json
+                .get_mut("vulnerabilities")
+                .and_then(serde_json::Value::as_array_mut)
+            {
+                for vulnerability in vulnerabilities {
+                    let object = vulnerability.as_object_mut().unwrap();
+                    let fixed_by = object.remove("fixedBy").unwrap_or_default();
+                    let positions: Vec<usize> = fixed_by
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|id| ids.iter().position(|known| id == known).unwrap())
+                        .collect();
+                    if !positions.is_empty() {
+                        object.insert("fixedByRequired".into(), positions.into());
+                    }
+                }
+            }
+        }
         json
     }
 }

@@ -229,7 +229,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }],
                 ..Default::default()
             };
-            let event = NewEvent::new("ScanCompleted", 1, scan.encode_to_vec());
+            // Schema version 2, as the scanning service writes it.
+            let event = NewEvent::new("ScanCompleted", 2, scan.encode_to_vec());
             event_devices.insert(event.event_id.to_string(), device_id.clone());
             tx.append(
                 &format!("devicescan-{device_id}"),

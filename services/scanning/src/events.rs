@@ -26,6 +26,8 @@ pub fn schema_version(event_type: &str) -> u32 {
     match event_type {
         // v2: the schedule became an enum.
         crate::upcast::SCAN_TASK_CREATED => 2,
+        // v2: vulnerabilities name their fixes by position in `required`.
+        crate::upcast::SCAN_COMPLETED => 2,
         _ => 1,
     }
 }

@@ -591,13 +591,32 @@ impl Scanning {
                 .unwrap_or_default();
             out.push(pb::DeviceRequired {
                 device: Some(view.device_summary(id, entry)),
+                vulnerabilities: found_vulnerabilities(&scan),
                 required: scan.required,
-                vulnerabilities: scan.vulnerabilities,
                 catalog_position: scan.catalog_position,
             });
         }
         Ok(out)
     }
+}
+
+/// A scan's vulnerabilities as the API gives them: each fix by its update id, where the event
+/// names it by its position in `required` (a position past the end, which only a damaged payload
+/// could hold, names nothing).
+fn found_vulnerabilities(scan: &pb::ScanCompleted) -> Vec<pb::FoundVulnerability> {
+    scan.vulnerabilities
+        .iter()
+        .map(|vulnerability| pb::FoundVulnerability {
+            cve_id: vulnerability.cve_id.clone(),
+            known_exploited: vulnerability.known_exploited,
+            fixed_by: vulnerability
+                .fixed_by_required
+                .iter()
+                .filter_map(|&position| scan.required.get(position as usize))
+                .map(|required| required.update_id.clone())
+                .collect(),
+        })
+        .collect()
 }
 
 /// Whether a scheduled task should run now: daily or weekly, not running or paused, and its last run
@@ -628,4 +647,49 @@ fn to_new_events(events: &[ScanningEvent], actor: &str) -> Vec<NewEvent> {
         .iter()
         .map(|event| patchbay_bus::stamped(event.to_new_event(), actor))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn given_a_v2_scan_when_served_then_each_fix_is_named_by_its_update_id() {
+        let required = |id: &str| pb::RequiredUpdate {
+            update_id: id.into(),
+            ..Default::default()
+        };
+        let scan = pb::ScanCompleted {
+            required: vec![required("u-b"), required("u-a")],
+            vulnerabilities: vec![
+                pb::ScanVulnerability {
+                    cve_id: "CVE-2024-1".into(),
+                    known_exploited: true,
+                    fixed_by_required: vec![1, 0],
+                },
+                // A position past the end (a damaged payload) names nothing.
+                pb::ScanVulnerability {
+                    cve_id: "CVE-2024-2".into(),
+                    known_exploited: false,
+                    fixed_by_required: vec![0, 9],
+                },
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            found_vulnerabilities(&scan),
+            [
+                pb::FoundVulnerability {
+                    cve_id: "CVE-2024-1".into(),
+                    known_exploited: true,
+                    fixed_by: vec!["u-a".into(), "u-b".into()],
+                },
+                pb::FoundVulnerability {
+                    cve_id: "CVE-2024-2".into(),
+                    known_exploited: false,
+                    fixed_by: vec!["u-b".into()],
+                },
+            ]
+        );
+    }
 }

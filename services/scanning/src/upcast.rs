@@ -4,6 +4,10 @@ use patchbay_eventstore::Upcasters;
 use patchbay_proto::scanning::v1 as pb;
 use prost::Message as _;
 
+/// `ScanCompleted` went from version 1 to 2 when vulnerabilities began to name their fixes by
+/// position in `required`.
+pub use crate::scan_payload::SCAN_COMPLETED;
+
 /// The event type whose schema went from version 1 to 2.
 pub const SCAN_TASK_CREATED: &str = "ScanTaskCreated";
 
@@ -21,34 +25,81 @@ struct ScanTaskCreatedV1 {
     schedule: String,
 }
 
+/// `ScanCompleted` as schema version 1 wrote it: vulnerabilities as `FoundVulnerability`, with
+/// the ids of the updates that fix them in field 3. Frozen here, since the generated message
+/// only knows version 2; the required updates did not change, so they are the generated message.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ScanCompletedV1 {
+    #[prost(string, tag = "1")]
+    device_id: String,
+    #[prost(string, tag = "2")]
+    task_id: String,
+    #[prost(uint64, tag = "3")]
+    run: u64,
+    #[prost(message, repeated, tag = "4")]
+    required: Vec<pb::RequiredUpdate>,
+    #[prost(message, repeated, tag = "5")]
+    vulnerabilities: Vec<FoundVulnerabilityV1>,
+    #[prost(uint64, tag = "6")]
+    catalog_position: u64,
+    #[prost(string, repeated, tag = "7")]
+    problems: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct FoundVulnerabilityV1 {
+    #[prost(string, tag = "1")]
+    cve_id: String,
+    #[prost(bool, tag = "2")]
+    known_exploited: bool,
+    #[prost(string, repeated, tag = "3")]
+    fixed_by: Vec<String>,
+}
+
 /// Why a stored version 1 payload could not be upgraded.
 #[derive(Debug, thiserror::Error)]
 pub enum UpcastError {
     #[error(
-        "the ScanTaskCreated v1 payload does not decode ({0}); the stored event is damaged: \
+        "the {event_type} v1 payload does not decode ({source}); the stored event is damaged: \
          check the log with `patchbay audit verify` and restore it from a backup"
     )]
-    Malformed(#[from] prost::DecodeError),
+    Malformed {
+        event_type: &'static str,
+        source: prost::DecodeError,
+    },
     #[error(
         "the ScanTaskCreated v1 schedule {0:?} is not weekly, daily or manual, the only values \
          version 1 ever wrote; the stored event was altered: check the log with \
          `patchbay audit verify`"
     )]
     UnknownSchedule(String),
+    #[error(
+        "the ScanCompleted v1 vulnerability {cve_id} is fixed by update {update_id:?}, which is \
+         not among the scan's required updates, as version 1 always wrote it; the stored event \
+         was altered: check the log with `patchbay audit verify`"
+    )]
+    UnknownFix { cve_id: String, update_id: String },
 }
 
 /// Every upgrade of the scanning service's payloads: register them on each store of its log that
 /// is read, so that its decoders and read models only ever see current versions.
 pub fn upcasters() -> Upcasters {
-    Upcasters::new().register(SCAN_TASK_CREATED, 1, |payload| {
-        scan_task_created_v1_to_v2(payload).map_err(|error| error.to_string())
-    })
+    Upcasters::new()
+        .register(SCAN_TASK_CREATED, 1, |payload| {
+            scan_task_created_v1_to_v2(payload).map_err(|error| error.to_string())
+        })
+        .register(SCAN_COMPLETED, 1, |payload| {
+            scan_completed_v1_to_v2(payload).map_err(|error| error.to_string())
+        })
 }
 
 /// `ScanTaskCreated` v1 → v2: the free-text schedule (field 4) becomes the `ScanSchedule` enum
 /// (field 5); every other field is unchanged.
 pub fn scan_task_created_v1_to_v2(v1: &[u8]) -> Result<Vec<u8>, UpcastError> {
-    let old = ScanTaskCreatedV1::decode(v1)?;
+    let old = ScanTaskCreatedV1::decode(v1).map_err(|source| UpcastError::Malformed {
+        event_type: SCAN_TASK_CREATED,
+        source,
+    })?;
     // What version 1 meant by each value, fixed here rather than borrowed from the domain, whose
     // vocabulary may move on while version 1 payloads never change.
     let schedule = match old.schedule.as_str() {
@@ -63,6 +114,56 @@ pub fn scan_task_created_v1_to_v2(v1: &[u8]) -> Result<Vec<u8>, UpcastError> {
         name: old.name,
         targets: old.targets,
         schedule: schedule.into(),
+    }
+    .encode_to_vec())
+}
+
+/// `ScanCompleted` v1 → v2: each vulnerability's `fixed_by` update ids become the positions of
+/// those updates in `required` (the first entry of an id that two installed packages share, as
+/// version 2 writes it), in the same order; every other field is unchanged.
+pub fn scan_completed_v1_to_v2(v1: &[u8]) -> Result<Vec<u8>, UpcastError> {
+    let old = ScanCompletedV1::decode(v1).map_err(|source| UpcastError::Malformed {
+        event_type: SCAN_COMPLETED,
+        source,
+    })?;
+    let mut positions = std::collections::HashMap::with_capacity(old.required.len());
+    for (position, required) in old.required.iter().enumerate() {
+        let position = u32::try_from(position).unwrap_or(u32::MAX);
+        positions
+            .entry(required.update_id.as_str())
+            .or_insert(position);
+    }
+    let vulnerabilities = old
+        .vulnerabilities
+        .into_iter()
+        .map(|vulnerability| {
+            let fixed_by_required = vulnerability
+                .fixed_by
+                .iter()
+                .map(|update_id| {
+                    positions.get(update_id.as_str()).copied().ok_or_else(|| {
+                        UpcastError::UnknownFix {
+                            cve_id: vulnerability.cve_id.clone(),
+                            update_id: update_id.clone(),
+                        }
+                    })
+                })
+                .collect::<Result<Vec<u32>, UpcastError>>()?;
+            Ok(pb::ScanVulnerability {
+                cve_id: vulnerability.cve_id,
+                known_exploited: vulnerability.known_exploited,
+                fixed_by_required,
+            })
+        })
+        .collect::<Result<Vec<_>, UpcastError>>()?;
+    Ok(pb::ScanCompleted {
+        device_id: old.device_id,
+        task_id: old.task_id,
+        run: old.run,
+        required: old.required,
+        vulnerabilities,
+        catalog_position: old.catalog_position,
+        problems: old.problems,
     }
     .encode_to_vec())
 }
@@ -153,7 +254,7 @@ mod tests {
     fn malformed_bytes_and_unknown_schedules_are_clear_errors() {
         // Given bytes that are not a protobuf message, when upgraded, then the error says so.
         let malformed = scan_task_created_v1_to_v2(&[0xff, 0xff, 0xff]).unwrap_err();
-        assert!(matches!(malformed, UpcastError::Malformed(_)));
+        assert!(matches!(malformed, UpcastError::Malformed { .. }));
         assert!(malformed.to_string().contains("does not decode"));
         // Given a schedule version 1 never wrote, then the error names it.
         let hourly = scan_task_created_v1_to_v2(&v1("hourly")).unwrap_err();
@@ -197,5 +298,113 @@ mod tests {
             error.contains("ScanTaskCreated v1") && error.contains("position 7"),
             "{error}"
         );
+    }
+
+    fn required(update_id: &str, package: &str) -> pb::RequiredUpdate {
+        pb::RequiredUpdate {
+            update_id: update_id.into(),
+            package_or_product: package.into(),
+            installed_version: "1.0-1".into(),
+            required_version: "1.0-2".into(),
+            architecture: "amd64".into(),
+            cve_ids: vec!["CVE-2024-1".into()],
+            known_exploited: false,
+        }
+    }
+
+    fn scan_v1(fixed_by: &[&str]) -> Vec<u8> {
+        ScanCompletedV1 {
+            device_id: "d1".into(),
+            task_id: "t1".into(),
+            run: 3,
+            // One update required through two installed packages (amd64 and i386 of an `all`
+            // candidate), as the engine may report it.
+            required: vec![
+                required("u-b", "libfoo"),
+                required("u-a", "bash"),
+                required("u-b", "libfoo-i386"),
+            ],
+            vulnerabilities: vec![
+                FoundVulnerabilityV1 {
+                    cve_id: "CVE-2024-1".into(),
+                    known_exploited: true,
+                    fixed_by: fixed_by.iter().map(|&id| id.to_owned()).collect(),
+                },
+                FoundVulnerabilityV1 {
+                    cve_id: "CVE-2024-2".into(),
+                    known_exploited: false,
+                    fixed_by: vec!["u-a".into()],
+                },
+            ],
+            catalog_position: 42,
+            problems: vec!["package x: version 'y' is not a Debian version".into()],
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn a_v1_scan_names_its_fixes_by_position_in_v2_and_keeps_everything_else() {
+        // Given a v1 scan whose vulnerability is fixed by two updates, one of them required twice,
+        // when it is upgraded,
+        let v2 = scan_completed_v1_to_v2(&scan_v1(&["u-a", "u-b"])).unwrap();
+        // then each id becomes the position of its first required entry, in the same order.
+        assert_eq!(
+            pb::ScanCompleted::decode(v2.as_slice()).unwrap(),
+            pb::ScanCompleted {
+                device_id: "d1".into(),
+                task_id: "t1".into(),
+                run: 3,
+                required: vec![
+                    required("u-b", "libfoo"),
+                    required("u-a", "bash"),
+                    required("u-b", "libfoo-i386"),
+                ],
+                vulnerabilities: vec![
+                    pb::ScanVulnerability {
+                        cve_id: "CVE-2024-1".into(),
+                        known_exploited: true,
+                        fixed_by_required: vec![1, 0],
+                    },
+                    pb::ScanVulnerability {
+                        cve_id: "CVE-2024-2".into(),
+                        known_exploited: false,
+                        fixed_by_required: vec![1],
+                    },
+                ],
+                catalog_position: 42,
+                problems: vec!["package x: version 'y' is not a Debian version".into()],
+            }
+        );
+        // And the ids are gone from the bytes: read as v1, no vulnerability names a fix.
+        let as_v1 = ScanCompletedV1::decode(v2.as_slice()).unwrap();
+        assert!(as_v1.vulnerabilities.iter().all(|v| v.fixed_by.is_empty()));
+    }
+
+    #[test]
+    fn a_v1_scan_naming_a_fix_it_does_not_require_is_a_clear_error() {
+        let error = scan_completed_v1_to_v2(&scan_v1(&["u-a", "u-zzz"])).unwrap_err();
+        assert!(matches!(error, UpcastError::UnknownFix { .. }));
+        let message = error.to_string();
+        assert!(
+            message.contains("CVE-2024-1") && message.contains("\"u-zzz\""),
+            "{message}"
+        );
+        let malformed = scan_completed_v1_to_v2(&[0x2a, 0x05, 0x01]).unwrap_err();
+        assert!(
+            malformed
+                .to_string()
+                .contains("ScanCompleted v1 payload does not decode"),
+            "{malformed}"
+        );
+    }
+
+    #[test]
+    fn the_registry_upgrades_stored_v1_scans() {
+        let upgraded = upcasters()
+            .apply(stored(SCAN_COMPLETED, 1, scan_v1(&["u-b"])))
+            .unwrap();
+        assert_eq!(upgraded.schema_version, 2);
+        let scan = pb::ScanCompleted::decode(upgraded.payload.as_slice()).unwrap();
+        assert_eq!(scan.vulnerabilities[0].fixed_by_required, [0]);
     }
 }

@@ -94,7 +94,9 @@ impl Snapshottable for ScanningView {
     const NAME: &'static str = "scanning-view";
     // 2: a device's last scan is kept encoded (`LastScan`).
     // 3: the matching index keeps each package name's newest version and each candidate's CVEs.
-    const FORMAT: u32 = 3;
+    // 4: a last scan's payload is `ScanCompleted` v2 (a format-3 snapshot may hold v1 bytes, which
+    //    the snapshot does not upcast).
+    const FORMAT: u32 = 4;
 }
 
 impl Projection for ScanningView {

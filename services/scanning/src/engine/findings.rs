@@ -69,6 +69,14 @@ impl<'a> VulnerabilityView<'a> {
     }
 }
 
+impl<'a> VulnerabilityView<'a> {
+    /// Positions in [`Findings::required`] of the updates that fix it, in the order of
+    /// [`VulnerabilityView::fixed_by`] (what a `ScanCompleted` stores since schema version 2).
+    pub fn fixed_by_required(&self) -> impl ExactSizeIterator<Item = u32> + Clone + 'a {
+        self.exposures.iter().map(|&(_, position)| position)
+    }
+}
+
 impl<'a> Findings<'a> {
     /// The required updates, known-exploited first, then by package or product, architecture and
     /// update id.
