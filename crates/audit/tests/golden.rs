@@ -69,14 +69,20 @@ impl GoldenEvent {
             && self.event.event_type == "ScanCompleted"
             && self.event.schema_version == 1
         {
-            // v2: a vulnerability's `fixedBy` ids became positions in `required`, the first entry
-            // of each id (`fixedByRequired`).
-            let ids: Vec<String> = json["required"]
+            // v2: a vulnerability's `fixedBy` ids became positions in `required`: of each id's
+            // entries, the first that lists the CVE (`fixedByRequired`).
+            let entries: Vec<(String, Vec<String>)> = json["required"]
                 .as_array()
                 .map(|required| {
                     required
                         .iter()
-                        .map(|r| r["updateId"].as_str().unwrap_or("").to_owned())
+                        .map(|r| {
+                            let cves = r["cveIds"].as_array().into_iter().flatten();
+                            (
+                                r["updateId"].as_str().unwrap_or("").to_owned(),
+                                cves.map(|c| c.as_str().unwrap_or("").to_owned()).collect(),
+                            )
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -86,12 +92,18 @@ impl GoldenEvent {
             {
                 for vulnerability in vulnerabilities {
                     let object = vulnerability.as_object_mut().unwrap();
+                    let cve = object["cveId"].as_str().unwrap_or("").to_owned();
                     let fixed_by = object.remove("fixedBy").unwrap_or_default();
                     let positions: Vec<usize> = fixed_by
                         .as_array()
                         .into_iter()
                         .flatten()
-                        .map(|id| ids.iter().position(|known| id == known).unwrap())
+                        .map(|id| {
+                            entries
+                                .iter()
+                                .position(|(known, cves)| id == known && cves.contains(&cve))
+                                .unwrap()
+                        })
                         .collect();
                     if !positions.is_empty() {
                         object.insert("fixedByRequired".into(), positions.into());

@@ -208,7 +208,8 @@ pub(crate) mod tests {
                     known_exploited: r.known_exploited,
                 })
                 .collect(),
-            // Version 2 names each fix by the position of its update's first entry in `required`.
+            // Version 2 names each fix by the position in `required` of its update's first entry
+            // that carries the CVE.
             vulnerabilities: findings
                 .vulnerabilities
                 .iter()
@@ -222,8 +223,8 @@ pub(crate) mod tests {
                             let position = findings
                                 .required
                                 .iter()
-                                .position(|r| r.update_id == *id)
-                                .expect("a fix is a required update");
+                                .position(|r| r.update_id == *id && r.cve_ids.contains(&v.cve_id))
+                                .expect("a fix is a required update carrying the CVE");
                             u32::try_from(position).unwrap()
                         })
                         .collect(),

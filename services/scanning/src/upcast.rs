@@ -118,21 +118,32 @@ pub fn scan_task_created_v1_to_v2(v1: &[u8]) -> Result<Vec<u8>, UpcastError> {
     .encode_to_vec())
 }
 
-/// `ScanCompleted` v1 → v2: each vulnerability's `fixed_by` update ids become the positions of
-/// those updates in `required` (the first entry of an id that two installed packages share, as
-/// version 2 writes it), in the same order; every other field is unchanged.
+/// `ScanCompleted` v1 → v2: each vulnerability's `fixed_by` update ids become positions in
+/// `required`, in the same order; every other field is unchanged. An update required through two
+/// installed packages has two entries: the position is the first of them whose CVEs include the
+/// vulnerability (the entry that exposes the device, as version 2 writes it), or else the first.
 pub fn scan_completed_v1_to_v2(v1: &[u8]) -> Result<Vec<u8>, UpcastError> {
     let old = ScanCompletedV1::decode(v1).map_err(|source| UpcastError::Malformed {
         event_type: SCAN_COMPLETED,
         source,
     })?;
-    let mut positions = std::collections::HashMap::with_capacity(old.required.len());
+    let mut entries: std::collections::HashMap<&str, Vec<usize>> =
+        std::collections::HashMap::with_capacity(old.required.len());
     for (position, required) in old.required.iter().enumerate() {
-        let position = u32::try_from(position).unwrap_or(u32::MAX);
-        positions
+        entries
             .entry(required.update_id.as_str())
-            .or_insert(position);
+            .or_default()
+            .push(position);
     }
+    let position_of = |update_id: &str, cve_id: &str| {
+        let positions = entries.get(update_id)?;
+        let exposing = positions
+            .iter()
+            .find(|&&p| old.required[p].cve_ids.iter().any(|c| c == cve_id));
+        exposing
+            .or(positions.first())
+            .map(|&p| u32::try_from(p).unwrap_or(u32::MAX))
+    };
     let vulnerabilities = old
         .vulnerabilities
         .into_iter()
@@ -141,7 +152,7 @@ pub fn scan_completed_v1_to_v2(v1: &[u8]) -> Result<Vec<u8>, UpcastError> {
                 .fixed_by
                 .iter()
                 .map(|update_id| {
-                    positions.get(update_id.as_str()).copied().ok_or_else(|| {
+                    position_of(update_id, &vulnerability.cve_id).ok_or_else(|| {
                         UpcastError::UnknownFix {
                             cve_id: vulnerability.cve_id.clone(),
                             update_id: update_id.clone(),
@@ -300,16 +311,26 @@ mod tests {
         );
     }
 
-    fn required(update_id: &str, package: &str) -> pb::RequiredUpdate {
+    fn required(update_id: &str, package: &str, cve_ids: &[&str]) -> pb::RequiredUpdate {
         pb::RequiredUpdate {
             update_id: update_id.into(),
             package_or_product: package.into(),
             installed_version: "1.0-1".into(),
             required_version: "1.0-2".into(),
             architecture: "amd64".into(),
-            cve_ids: vec!["CVE-2024-1".into()],
+            cve_ids: cve_ids.iter().map(|&c| c.to_owned()).collect(),
             known_exploited: false,
         }
+    }
+
+    /// One update required through two installed packages (the older one skipped a version that
+    /// fixed CVE-2024-3 too), as the engine may report it.
+    fn required_entries() -> Vec<pb::RequiredUpdate> {
+        vec![
+            required("u-b", "libfoo", &["CVE-2024-1"]),
+            required("u-a", "bash", &["CVE-2024-1", "CVE-2024-2"]),
+            required("u-b", "libfoo-old", &["CVE-2024-1", "CVE-2024-3"]),
+        ]
     }
 
     fn scan_v1(fixed_by: &[&str]) -> Vec<u8> {
@@ -317,13 +338,7 @@ mod tests {
             device_id: "d1".into(),
             task_id: "t1".into(),
             run: 3,
-            // One update required through two installed packages (amd64 and i386 of an `all`
-            // candidate), as the engine may report it.
-            required: vec![
-                required("u-b", "libfoo"),
-                required("u-a", "bash"),
-                required("u-b", "libfoo-i386"),
-            ],
+            required: required_entries(),
             vulnerabilities: vec![
                 FoundVulnerabilityV1 {
                     cve_id: "CVE-2024-1".into(),
@@ -335,6 +350,11 @@ mod tests {
                     known_exploited: false,
                     fixed_by: vec!["u-a".into()],
                 },
+                FoundVulnerabilityV1 {
+                    cve_id: "CVE-2024-3".into(),
+                    known_exploited: false,
+                    fixed_by: vec!["u-b".into()],
+                },
             ],
             catalog_position: 42,
             problems: vec!["package x: version 'y' is not a Debian version".into()],
@@ -344,21 +364,18 @@ mod tests {
 
     #[test]
     fn a_v1_scan_names_its_fixes_by_position_in_v2_and_keeps_everything_else() {
-        // Given a v1 scan whose vulnerability is fixed by two updates, one of them required twice,
+        // Given a v1 scan whose vulnerabilities are fixed by an update required twice,
         // when it is upgraded,
         let v2 = scan_completed_v1_to_v2(&scan_v1(&["u-a", "u-b"])).unwrap();
-        // then each id becomes the position of its first required entry, in the same order.
+        // then each id becomes the position of its first entry that carries the CVE, in the
+        // same order.
         assert_eq!(
             pb::ScanCompleted::decode(v2.as_slice()).unwrap(),
             pb::ScanCompleted {
                 device_id: "d1".into(),
                 task_id: "t1".into(),
                 run: 3,
-                required: vec![
-                    required("u-b", "libfoo"),
-                    required("u-a", "bash"),
-                    required("u-b", "libfoo-i386"),
-                ],
+                required: required_entries(),
                 vulnerabilities: vec![
                     pb::ScanVulnerability {
                         cve_id: "CVE-2024-1".into(),
@@ -369,6 +386,11 @@ mod tests {
                         cve_id: "CVE-2024-2".into(),
                         known_exploited: false,
                         fixed_by_required: vec![1],
+                    },
+                    pb::ScanVulnerability {
+                        cve_id: "CVE-2024-3".into(),
+                        known_exploited: false,
+                        fixed_by_required: vec![2],
                     },
                 ],
                 catalog_position: 42,
