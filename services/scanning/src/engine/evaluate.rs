@@ -20,8 +20,8 @@ pub(crate) struct Scratch {
     hits: Vec<Hit>,
     /// The CVE ids of the hits; each hit owns a range.
     cves: Vec<u32>,
-    /// Packed (sort key, CVE id, position of a required update in the output); see [`exposure`].
-    exposures: Vec<u128>,
+    /// Packed (known-exploited, CVE rank, position of a required update in the output); see [`exposure`].
+    exposures: Vec<u64>,
     /// Suite ids the device uses.
     suite_used: Vec<bool>,
     windows: WindowsScratch,
@@ -187,7 +187,7 @@ impl MatchingIndex {
             // Most installed packages are at their newest version, and the name's entry holds it:
             // the version is valid (it is the index's) and nothing is newer, so it is not parsed,
             // and after the architecture check the package is done.
-            let at_newest = found.is_some_and(|(_, newest)| package.version == newest);
+            let at_newest = found.is_some_and(|(_, newest)| package.version.as_bytes() == newest);
             let installed = if at_newest {
                 None
             } else {
@@ -399,53 +399,39 @@ impl MatchingIndex {
             .collect();
         let update_ids: Vec<&str> = order.iter().map(|&(_, _, _, id, _)| id).collect();
 
-        // One integer per exposure: the CVE's sort key, the CVE id and the position of the
-        // required update, so that sorting compares single integers.
+        // One integer per exposure: known-exploited first, then the CVE's rank, then the position
+        // of the required update, so that sorting compares single integers.
+        let ranks = self.cve_ranks();
         exposures.clear();
         for (position, hit) in required.iter().enumerate() {
             let hit_cves = &mut cves[hit.cves.clone()];
-            hit_cves.sort_unstable_by(|&a, &b| self.cve_order(a, b));
-            exposures.extend(
-                hit_cves
-                    .iter()
-                    .map(|&cve| exposure(self.cve_sort_key(cve), cve, position as u32)),
-            );
+            hit_cves.sort_unstable_by_key(|&cve| ranks.rank[cve as usize]);
+            exposures.extend(hit_cves.iter().map(|&cve| {
+                exposure(
+                    self.known_exploited[cve as usize],
+                    ranks.rank[cve as usize],
+                    position as u32,
+                )
+            }));
         }
-
-        // Known-exploited first, then CVE order (the sort key), then by CVE id so that the entries
-        // of one CVE are adjacent. Only CVEs with equal keys (ids not shaped `CVE-YYYY-N`) need
-        // their text compared, which the integer sort leaves to a second pass over such runs.
         exposures.sort_unstable();
-        let mut run = 0;
-        while run < exposures.len() {
-            let key = exposures[run] >> 64;
-            let end = run
-                + exposures[run..]
-                    .iter()
-                    .take_while(|&&e| e >> 64 == key)
-                    .count();
-            if exposure_cve(exposures[run]) != exposure_cve(exposures[end - 1]) {
-                exposures[run..end].sort_by(|&a, &b| {
-                    self.cves
-                        .name(exposure_cve(a))
-                        .cmp(self.cves.name(exposure_cve(b)))
-                        .then(a.cmp(&b))
-                });
-            }
-            run = end;
-        }
         // A CVE's entries by update id, one per update (two installed packages can share one).
         let mut vulnerability_order = Vec::with_capacity(exposures.len());
-        for same_cve in exposures.chunk_by_mut(|&a, &b| exposure_cve(a) == exposure_cve(b)) {
+        for same_cve in exposures.chunk_by_mut(|&a, &b| a >> 32 == b >> 32) {
             if same_cve.len() > 1 {
                 same_cve.sort_by_key(|&entry| update_ids[exposure_position(entry)]);
             }
+            let cve = ranks
+                .by_rank
+                .get(exposure_rank(same_cve[0]))
+                .copied()
+                .unwrap_or(0);
             let mut last_update = None;
             for &entry in same_cve.iter() {
                 let position = exposure_position(entry);
                 let update = required[position].update;
                 if last_update != Some(update) {
-                    vulnerability_order.push((exposure_cve(entry), position as u32));
+                    vulnerability_order.push((cve, position as u32));
                     last_update = Some(update);
                 }
             }
@@ -462,17 +448,20 @@ impl MatchingIndex {
     }
 }
 
-/// An exposure of the device to `cve` through the required update at `position`, packed so that
-/// integer order is (sort key, CVE id, position).
-fn exposure(sort_key: u64, cve: u32, position: u32) -> u128 {
-    (u128::from(sort_key) << 64) | (u128::from(cve) << 32) | u128::from(position)
+/// An exposure of the device to the CVE of rank `rank` through the required update at `position`,
+/// packed so that integer order is (known-exploited first, rank, position). Ranks stay below 2^31:
+/// they number distinct CVEs.
+fn exposure(known_exploited: bool, rank: u32, position: u32) -> u64 {
+    (u64::from(!known_exploited) << 63)
+        | (u64::from(rank & 0x7fff_ffff) << 32)
+        | u64::from(position)
 }
 
-fn exposure_cve(exposure: u128) -> u32 {
-    (exposure >> 32) as u32
+fn exposure_rank(exposure: u64) -> usize {
+    ((exposure >> 32) & 0x7fff_ffff) as usize
 }
 
-fn exposure_position(exposure: u128) -> usize {
+fn exposure_position(exposure: u64) -> usize {
     (exposure as u32) as usize
 }
 
@@ -489,25 +478,28 @@ fn sort_dedup(items: &mut [u32]) -> usize {
     distinct
 }
 
-impl MatchingIndex {
-    /// Known-exploited CVEs first, then by `cve_key`; ties are broken by the CVE's text.
-    fn cve_sort_key(&self, cve: u32) -> u64 {
-        let exploited = self.known_exploited[cve as usize];
-        (u64::from(!exploited) << 63) | self.cve_keys[cve as usize].min(u64::MAX >> 1)
-    }
-
-    /// Orders interned CVE ids as `cve_order` orders their text.
-    fn cve_order(&self, a: u32, b: u32) -> Ordering {
-        self.cve_keys[a as usize]
-            .cmp(&self.cve_keys[b as usize])
-            .then_with(|| self.cves.name(a).cmp(self.cves.name(b)))
-    }
-}
-
 /// CVE ids by year, then number (`CVE-2024-9999` before `CVE-2024-10000`); other ids after
 /// them, by their text. The engine sorts by the interned keys instead; the tests use this.
 #[cfg(test)]
 pub(crate) fn cve_order(a: &str, b: &str) -> Ordering {
     use super::index::cve_key;
     (cve_key(a), a).cmp(&(cve_key(b), b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exposure_reads_back_its_rank_and_position_and_known_exploited_come_first() {
+        for (known, rank, position) in [(true, 0, 0), (false, 0, 7), (true, 51_076, 90)] {
+            let e = exposure(known, rank, position);
+            assert_eq!(
+                (exposure_rank(e), exposure_position(e)),
+                (rank as usize, position as usize)
+            );
+        }
+        assert!(exposure(true, 51_076, 9) < exposure(false, 0, 0));
+        assert!(exposure(false, 3, 9) < exposure(false, 4, 0));
+    }
 }
