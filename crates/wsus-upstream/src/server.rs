@@ -281,6 +281,11 @@ impl FakeUpstream {
         self.inject(operation, Injection::Garble(kind), times);
     }
 
+    /// Forgets the injections no call has taken yet.
+    pub fn clear_injections(&self) {
+        self.shared.control().pending.clear();
+    }
+
     fn inject(&self, operation: &str, injection: Injection, times: u32) {
         if times > 0 {
             self.shared.control().pending.push(PendingInjection {
