@@ -20,8 +20,10 @@ pub(crate) struct Scratch {
     hits: Vec<Hit>,
     /// The CVE ids of the hits; each hit owns a range.
     cves: Vec<u32>,
-    /// Packed (known-exploited, CVE rank, position of a required update in the output); see [`exposure`].
+    /// Packed (known-exploited, CVE rank, entry); see [`exposure`].
     exposures: Vec<u64>,
+    /// (CVE id, position of a required update) of each exposure; see [`exposure`].
+    entries: Vec<(u32, u32)>,
     /// Suite ids the device uses.
     suite_used: Vec<bool>,
     windows: WindowsScratch,
@@ -374,6 +376,7 @@ impl MatchingIndex {
             hits,
             cves,
             exposures,
+            entries,
             ..
         } = scratch;
         // Each hit's sort key computed once: comparing them during the sort, as it did, looked
@@ -399,39 +402,40 @@ impl MatchingIndex {
             .collect();
         let update_ids: Vec<&str> = order.iter().map(|&(_, _, _, id, _)| id).collect();
 
-        // One integer per exposure: known-exploited first, then the CVE's rank, then the position
-        // of the required update, so that sorting compares single integers.
+        // One integer per exposure: known-exploited first, then the CVE's rank, then the
+        // exposure's entry in `entries` (CVE id, position of the required update), numbered in
+        // position order, so that sorting compares single integers and reading an exposure back
+        // needs no rank-to-CVE table.
         let ranks = self.cve_ranks();
         exposures.clear();
+        entries.clear();
         for (position, hit) in required.iter().enumerate() {
             let hit_cves = &mut cves[hit.cves.clone()];
-            hit_cves.sort_unstable_by_key(|&cve| ranks.rank[cve as usize]);
-            exposures.extend(hit_cves.iter().map(|&cve| {
-                exposure(
+            hit_cves.sort_unstable_by_key(|&cve| ranks[cve as usize]);
+            for &cve in hit_cves.iter() {
+                let entry = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+                entries.push((cve, position as u32));
+                exposures.push(exposure(
                     self.known_exploited[cve as usize],
-                    ranks.rank[cve as usize],
-                    position as u32,
-                )
-            }));
+                    ranks[cve as usize],
+                    entry,
+                ));
+            }
         }
         exposures.sort_unstable();
+        let entry_of = |exposure: u64| entries[exposure_entry(exposure)];
         // A CVE's entries by update id, one per update (two installed packages can share one).
         let mut vulnerability_order = Vec::with_capacity(exposures.len());
         for same_cve in exposures.chunk_by_mut(|&a, &b| a >> 32 == b >> 32) {
             if same_cve.len() > 1 {
-                same_cve.sort_by_key(|&entry| update_ids[exposure_position(entry)]);
+                same_cve.sort_by_key(|&exposure| update_ids[entry_of(exposure).1 as usize]);
             }
-            let cve = ranks
-                .by_rank
-                .get(exposure_rank(same_cve[0]))
-                .copied()
-                .unwrap_or(0);
             let mut last_update = None;
-            for &entry in same_cve.iter() {
-                let position = exposure_position(entry);
-                let update = required[position].update;
+            for &exposure in same_cve.iter() {
+                let (cve, position) = entry_of(exposure);
+                let update = required[position as usize].update;
                 if last_update != Some(update) {
-                    vulnerability_order.push((cve, position as u32));
+                    vulnerability_order.push((cve, position));
                     last_update = Some(update);
                 }
             }
@@ -448,20 +452,14 @@ impl MatchingIndex {
     }
 }
 
-/// An exposure of the device to the CVE of rank `rank` through the required update at `position`,
-/// packed so that integer order is (known-exploited first, rank, position). Ranks stay below 2^31:
+/// An exposure of the device to the CVE of rank `rank`, described by `entry` (see `collect`),
+/// packed so that integer order is (known-exploited first, rank, entry). Ranks stay below 2^31:
 /// they number distinct CVEs.
-fn exposure(known_exploited: bool, rank: u32, position: u32) -> u64 {
-    (u64::from(!known_exploited) << 63)
-        | (u64::from(rank & 0x7fff_ffff) << 32)
-        | u64::from(position)
+fn exposure(known_exploited: bool, rank: u32, entry: u32) -> u64 {
+    (u64::from(!known_exploited) << 63) | (u64::from(rank & 0x7fff_ffff) << 32) | u64::from(entry)
 }
 
-fn exposure_rank(exposure: u64) -> usize {
-    ((exposure >> 32) & 0x7fff_ffff) as usize
-}
-
-fn exposure_position(exposure: u64) -> usize {
+fn exposure_entry(exposure: u64) -> usize {
     (exposure as u32) as usize
 }
 
@@ -491,15 +489,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_exposure_reads_back_its_rank_and_position_and_known_exploited_come_first() {
-        for (known, rank, position) in [(true, 0, 0), (false, 0, 7), (true, 51_076, 90)] {
-            let e = exposure(known, rank, position);
-            assert_eq!(
-                (exposure_rank(e), exposure_position(e)),
-                (rank as usize, position as usize)
-            );
-        }
+    fn exposures_order_known_exploited_first_then_rank_then_entry() {
+        assert_eq!(exposure_entry(exposure(false, 51_076, 90)), 90);
         assert!(exposure(true, 51_076, 9) < exposure(false, 0, 0));
         assert!(exposure(false, 3, 9) < exposure(false, 4, 0));
+        assert!(exposure(false, 3, 1) < exposure(false, 3, 2));
     }
 }

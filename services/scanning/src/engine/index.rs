@@ -327,20 +327,12 @@ impl PackageNames {
     }
 }
 
-/// Each CVE's position in CVE order (year, then number, then text), and the CVE at each position:
+/// Each CVE's position in CVE order (year, then number, then text), computed once per set of CVEs:
 /// a device's ~650 exposures are then sorted as plain integers, with no tie left to break by text.
-#[derive(Debug)]
-pub(crate) struct CveRankTables {
-    /// Indexed by CVE id.
-    pub(crate) rank: Box<[u32]>,
-    /// Indexed by rank.
-    pub(crate) by_rank: Box<[u32]>,
-}
-
-/// [`CveRankTables`] computed once per set of CVEs. Derived data: equal for any two indexes (the
-/// tables follow from fields that are compared), and reset rather than cloned.
+/// Derived data: equal for any two indexes (it follows from fields that are compared), and reset
+/// rather than cloned.
 #[derive(Debug, Default)]
-struct CveRanks(std::sync::OnceLock<CveRankTables>);
+struct CveRanks(std::sync::OnceLock<Box<[u32]>>);
 
 impl Clone for CveRanks {
     fn clone(&self) -> Self {
@@ -379,8 +371,8 @@ pub struct MatchingIndex {
     /// Indexed by CVE id: whether it is known exploited, and its sort key (see [`cve_key`]).
     pub(crate) known_exploited: Vec<bool>,
     pub(crate) cve_keys: Vec<u64>,
-    /// CVE order as dense ranks, derived from `cves` and `cve_keys` when an evaluation first needs
-    /// it after a new CVE (see [`CveRanks`]); never stored in snapshots.
+    /// CVE order as ranks, derived from `cves` and `cve_keys` when an evaluation first needs it
+    /// after a new CVE (see [`CveRanks`]); never stored in snapshots.
     #[serde(skip)]
     cve_ranks: CveRanks,
     pub(crate) products: Interner,
@@ -561,8 +553,9 @@ impl MatchingIndex {
         cve
     }
 
-    /// The CVE order's ranks, computed on first use after the set of CVEs changed.
-    pub(crate) fn cve_ranks(&self) -> &CveRankTables {
+    /// Each CVE's rank in CVE order (indexed by CVE id), computed on first use after the set of
+    /// CVEs changed.
+    pub(crate) fn cve_ranks(&self) -> &[u32] {
         self.cve_ranks.0.get_or_init(|| {
             let mut by_rank: Vec<u32> = (0..id_of(self.cves.len())).collect();
             // CVE ids by year, then number; others after them, by their text (see `cve_key`).
@@ -575,10 +568,7 @@ impl MatchingIndex {
             for (position, &cve) in by_rank.iter().enumerate() {
                 rank[cve as usize] = id_of(position);
             }
-            CveRankTables {
-                rank: rank.into(),
-                by_rank: by_rank.into(),
-            }
+            rank.into()
         })
     }
 
