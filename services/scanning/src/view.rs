@@ -96,7 +96,8 @@ impl Snapshottable for ScanningView {
     // 3: the matching index keeps each package name's newest version and each candidate's CVEs.
     // 4: a last scan's payload is `ScanCompleted` v2 (a format-3 snapshot may hold v1 bytes, which
     //    the snapshot does not upcast).
-    const FORMAT: u32 = 4;
+    // 5: a candidate keeps up to three CVE ids itself.
+    const FORMAT: u32 = 5;
 }
 
 impl Projection for ScanningView {

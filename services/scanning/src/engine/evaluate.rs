@@ -247,7 +247,7 @@ impl MatchingIndex {
                     continue;
                 }
                 best = Some(index);
-                for &cve in candidate.cves.iter() {
+                for &cve in self.candidate_cves(candidate) {
                     known_exploited |= self.known_exploited[cve as usize];
                     cves.push(cve);
                 }

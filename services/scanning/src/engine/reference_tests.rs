@@ -912,7 +912,8 @@ fn details() -> impl Strategy<Value = pb::UpdateDetails> {
         prop::sample::select(VERSIONS),
         prop::sample::select(ARCHITECTURES),
         subset(SUITES, 2),
-        subset(CVES, 2),
+        // Up to five: a candidate keeps three CVE ids itself and reads longer lists from the slot.
+        subset(CVES, 5),
     )
         .prop_map(|(name, version, arch, suites, cves)| {
             let suites: Vec<&str> = suites.iter().map(String::as_str).collect();
