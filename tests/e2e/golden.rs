@@ -197,3 +197,132 @@ async fn a_scanning_log_written_at_v1_is_served_at_v2() {
     assert_eq!(json, expected);
     app.stop().await.unwrap();
 }
+
+/// `ScanCompleted` as schema version 1 wrote it: vulnerabilities named their fixes by update id,
+/// in the message the API still answers with (`FoundVulnerability`).
+#[derive(Clone, PartialEq, prost::Message)]
+struct ScanCompletedV1 {
+    #[prost(string, tag = "1")]
+    device_id: String,
+    #[prost(string, tag = "2")]
+    task_id: String,
+    #[prost(uint64, tag = "3")]
+    run: u64,
+    #[prost(message, repeated, tag = "4")]
+    required: Vec<patchbay_proto::scanning::v1::RequiredUpdate>,
+    #[prost(message, repeated, tag = "5")]
+    vulnerabilities: Vec<patchbay_proto::scanning::v1::FoundVulnerability>,
+    #[prost(uint64, tag = "6")]
+    catalog_position: u64,
+}
+
+/// An upgraded Patchbay serves a device's last scan stored at `ScanCompleted` v1, vulnerabilities
+/// included: the store's upcaster turns fixes named by update id into positions, the view keeps
+/// the v2 payload, and `GetRequired` names the fixes by update id again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v1_scan_is_served_with_its_fixes_by_update_id() {
+    use patchbay_eventstore::{ExpectedVersion, NewEvent};
+    use patchbay_proto::scanning::v1 as scanning;
+    use patchbay_proto::scanning::v1::scanning_service_client::ScanningServiceClient;
+    use prost::Message as _;
+
+    // Given a device registered and inventoried by the Patchbay that wrote the golden fixture,
+    let fixture = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/golden/events-v1.jsonl"),
+    )
+    .unwrap();
+    let lines: Vec<serde_json::Value> = fixture
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let registered = lines
+        .iter()
+        .find(|v| v["service"] == "scanning" && v["event_type"] == "DeviceRegistered")
+        .unwrap();
+    let device_stream = registered["stream_id"].as_str().unwrap().to_owned();
+    let device_id = device_stream.trim_start_matches("device-").to_owned();
+    let data = patchbay_testkit::TestSqlite::new();
+    let dir = data.dir.path().join("patchbay-data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let raw = EventStore::connect(&format!("sqlite://{}", dir.join("scanning.db").display()))
+        .await
+        .unwrap();
+    // (and the default scan task's last run, so that no scheduled scan replaces the stored one)
+    for line in lines.iter().filter(|v| {
+        v["service"] == "scanning"
+            && (v["stream_id"] == device_stream.as_str() || v["stream_id"] == "scantask-default")
+    }) {
+        let stream = line["stream_id"].as_str().unwrap();
+        let payload = base64::engine::general_purpose::STANDARD
+            .decode(line["payload_base64"].as_str().unwrap())
+            .unwrap();
+        let version = u32::try_from(line["schema_version"].as_u64().unwrap()).unwrap();
+        raw.append(
+            stream,
+            ExpectedVersion::Any,
+            &[NewEvent::new(
+                line["event_type"].as_str().unwrap(),
+                version,
+                payload,
+            )],
+        )
+        .await
+        .unwrap();
+    }
+    // and its last scan stored at v1, one CVE fixed by two updates,
+    let required = |update_id: &str, package: &str, cves: &[&str]| scanning::RequiredUpdate {
+        update_id: update_id.into(),
+        package_or_product: package.into(),
+        installed_version: "1.0-1".into(),
+        required_version: "1.0-2".into(),
+        architecture: "amd64".into(),
+        cve_ids: cves.iter().map(|&c| c.to_owned()).collect(),
+        known_exploited: false,
+    };
+    let found = |cve: &str, fixed_by: &[&str]| scanning::FoundVulnerability {
+        cve_id: cve.into(),
+        known_exploited: cve == "CVE-2024-1",
+        fixed_by: fixed_by.iter().map(|&u| u.to_owned()).collect(),
+    };
+    let v1 = ScanCompletedV1 {
+        device_id: device_id.clone(),
+        task_id: "t1".into(),
+        run: 1,
+        required: vec![
+            required("deb:git:2", "git", &["CVE-2024-1"]),
+            required("deb:openssl:2", "openssl", &["CVE-2024-1", "CVE-2024-2"]),
+        ],
+        vulnerabilities: vec![
+            found("CVE-2024-1", &["deb:git:2", "deb:openssl:2"]),
+            found("CVE-2024-2", &["deb:openssl:2"]),
+        ],
+        catalog_position: 6,
+    };
+    raw.append(
+        &format!("devicescan-{device_id}"),
+        ExpectedVersion::Any,
+        &[NewEvent::new("ScanCompleted", 1, v1.encode_to_vec())],
+    )
+    .await
+    .unwrap();
+    raw.close().await;
+
+    // when this Patchbay starts on that log,
+    let app = spawn_app_on(data, Default::default()).await;
+
+    // then the device's required updates and vulnerabilities are those of the stored scan.
+    let mut client = ScanningServiceClient::connect(app.url()).await.unwrap();
+    let answer = client
+        .get_required(scanning::GetRequiredRequest {
+            device_ids: vec![device_id.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let device = &answer.devices[0];
+    assert_eq!(device.required, v1.required);
+    assert_eq!(device.vulnerabilities, v1.vulnerabilities);
+    assert_eq!(device.catalog_position, 6);
+    app.stop().await.unwrap();
+}
