@@ -57,16 +57,15 @@ async fn write_golden_event_fixture() {
     running.await.unwrap().unwrap();
 
     let decoder = EventDecoder::new().unwrap();
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/golden/events-v1.jsonl");
+    let path = golden_path();
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     // Old payloads of a type now written at a newer version are history no Patchbay writes any
     // more: they are kept, so the upcasters stay tested against them.
-    let previous: Vec<serde_json::Value> = std::fs::read_to_string(&path)
-        .unwrap_or_default()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let previous = if path.exists() {
+        golden_lines()
+    } else {
+        Vec::new()
+    };
     let mut out = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
     for line in &previous {
         let service = line["service"].as_str().unwrap();
@@ -119,7 +118,7 @@ async fn write_golden_event_fixture() {
 /// `patchbay events list` (`AuditService.ReplayEvents` shows them at v2, decoded).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scanning_log_written_at_v1_is_served_at_v2() {
-    use patchbay_eventstore::{ExpectedVersion, NewEvent};
+    use patchbay_eventstore::ExpectedVersion;
     use patchbay_proto::audit::v1 as audit;
     use patchbay_proto::audit::v1::audit_service_client::AuditServiceClient;
     use patchbay_proto::scanning::v1 as scanning;
@@ -127,31 +126,17 @@ async fn a_scanning_log_written_at_v1_is_served_at_v2() {
     use tokio_stream::StreamExt as _;
 
     // Given the golden fixture's v1 ScanTaskCreated of a manual task, stored as it was written,
-    let fixture = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/golden/events-v1.jsonl"),
-    )
-    .unwrap();
-    let line: serde_json::Value = fixture
-        .lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+    let line = golden_lines()
+        .into_iter()
         .find(|v| v["event_type"] == "ScanTaskCreated" && v["json"]["schedule"] == "manual")
         .unwrap();
     assert_eq!(line["schema_version"], 1);
     let task_id = line["json"]["taskId"].as_str().unwrap().to_owned();
-    let payload = base64::engine::general_purpose::STANDARD
-        .decode(line["payload_base64"].as_str().unwrap())
-        .unwrap();
-    let data = patchbay_testkit::TestSqlite::new();
-    let dir = data.dir.path().join("patchbay-data");
-    std::fs::create_dir_all(&dir).unwrap();
-    let raw = EventStore::connect(&format!("sqlite://{}", dir.join("scanning.db").display()))
-        .await
-        .unwrap();
+    let (data, raw) = scanning_log().await;
     raw.append(
         &format!("scantask-{task_id}"),
         ExpectedVersion::NoStream,
-        &[NewEvent::new("ScanTaskCreated", 1, payload)],
+        &[stored_event(&line)],
     )
     .await
     .unwrap();
@@ -199,7 +184,8 @@ async fn a_scanning_log_written_at_v1_is_served_at_v2() {
 }
 
 /// `ScanCompleted` as schema version 1 wrote it: vulnerabilities named their fixes by update id,
-/// in the message the API still answers with (`FoundVulnerability`).
+/// in the message the API still answers with (`FoundVulnerability`). A copy of its own, not the
+/// upcaster's frozen definition, so that a wrong one there cannot agree with itself here.
 #[derive(Clone, PartialEq, prost::Message)]
 struct ScanCompletedV1 {
     #[prost(string, tag = "1")]
@@ -227,48 +213,23 @@ async fn a_v1_scan_is_served_with_its_fixes_by_update_id() {
     use prost::Message as _;
 
     // Given a device registered and inventoried by the Patchbay that wrote the golden fixture,
-    let fixture = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/golden/events-v1.jsonl"),
-    )
-    .unwrap();
-    let lines: Vec<serde_json::Value> = fixture
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let lines = golden_lines();
     let registered = lines
         .iter()
         .find(|v| v["service"] == "scanning" && v["event_type"] == "DeviceRegistered")
         .unwrap();
     let device_stream = registered["stream_id"].as_str().unwrap().to_owned();
     let device_id = device_stream.trim_start_matches("device-").to_owned();
-    let data = patchbay_testkit::TestSqlite::new();
-    let dir = data.dir.path().join("patchbay-data");
-    std::fs::create_dir_all(&dir).unwrap();
-    let raw = EventStore::connect(&format!("sqlite://{}", dir.join("scanning.db").display()))
-        .await
-        .unwrap();
+    let (data, raw) = scanning_log().await;
     // (and the default scan task's last run, so that no scheduled scan replaces the stored one)
     for line in lines.iter().filter(|v| {
         v["service"] == "scanning"
             && (v["stream_id"] == device_stream.as_str() || v["stream_id"] == "scantask-default")
     }) {
         let stream = line["stream_id"].as_str().unwrap();
-        let payload = base64::engine::general_purpose::STANDARD
-            .decode(line["payload_base64"].as_str().unwrap())
+        raw.append(stream, ExpectedVersion::Any, &[stored_event(line)])
+            .await
             .unwrap();
-        let version = u32::try_from(line["schema_version"].as_u64().unwrap()).unwrap();
-        raw.append(
-            stream,
-            ExpectedVersion::Any,
-            &[NewEvent::new(
-                line["event_type"].as_str().unwrap(),
-                version,
-                payload,
-            )],
-        )
-        .await
-        .unwrap();
     }
     // and its last scan stored at v1, one CVE fixed by two updates,
     let required = |update_id: &str, package: &str, cves: &[&str]| scanning::RequiredUpdate {
@@ -325,4 +286,40 @@ async fn a_v1_scan_is_served_with_its_fixes_by_update_id() {
     assert_eq!(device.vulnerabilities, v1.vulnerabilities);
     assert_eq!(device.catalog_position, 6);
     app.stop().await.unwrap();
+}
+
+fn golden_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden/events-v1.jsonl")
+}
+
+/// The golden fixture's lines (see `write_golden_event_fixture`).
+fn golden_lines() -> Vec<serde_json::Value> {
+    std::fs::read_to_string(golden_path())
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// A fixture line as the event its Patchbay stored: type, schema version and payload bytes.
+fn stored_event(line: &serde_json::Value) -> patchbay_eventstore::NewEvent {
+    patchbay_eventstore::NewEvent::new(
+        line["event_type"].as_str().unwrap(),
+        u32::try_from(line["schema_version"].as_u64().unwrap()).unwrap(),
+        base64::engine::general_purpose::STANDARD
+            .decode(line["payload_base64"].as_str().unwrap())
+            .unwrap(),
+    )
+}
+
+/// A data directory for the embedded server, and its scanning log opened to write a history into
+/// before the server starts (close it first).
+async fn scanning_log() -> (patchbay_testkit::TestSqlite, EventStore) {
+    let data = patchbay_testkit::TestSqlite::new();
+    let dir = data.dir.path().join("patchbay-data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = EventStore::connect(&format!("sqlite://{}", dir.join("scanning.db").display()))
+        .await
+        .unwrap();
+    (data, log)
 }

@@ -97,7 +97,8 @@ impl Snapshottable for ScanningView {
     // 4: a last scan's payload is `ScanCompleted` v2 (a format-3 snapshot may hold v1 bytes, which
     //    the snapshot does not upcast).
     // 5: a candidate keeps up to three CVE ids itself.
-    const FORMAT: u32 = 5;
+    // 6: the index no longer stores each CVE's sort key (CVE order is derived as ranks).
+    const FORMAT: u32 = 6;
 }
 
 impl Projection for ScanningView {

@@ -257,9 +257,7 @@ impl From<StoredNameKey> for NameKey {
         let (name, newest) = stored.text.as_bytes().split_at(name_len);
         Self {
             text: KeyText::new(name, newest),
-            name_len: stored
-                .name_len
-                .min(u32::try_from(name_len).unwrap_or(u32::MAX)),
+            name_len: u32::try_from(name_len).unwrap_or(u32::MAX),
         }
     }
 }
@@ -401,11 +399,10 @@ pub struct MatchingIndex {
     pub(crate) suite_sets: Vec<Box<[u32]>>,
     suite_set_ids: HashMap<Box<[u32]>, u32>,
     pub(crate) cves: Interner,
-    /// Indexed by CVE id: whether it is known exploited, and its sort key (see [`cve_key`]).
+    /// Indexed by CVE id: whether it is known exploited.
     pub(crate) known_exploited: Vec<bool>,
-    pub(crate) cve_keys: Vec<u64>,
-    /// CVE order as ranks, derived from `cves` and `cve_keys` when an evaluation first needs it
-    /// after a new CVE (see [`CveRanks`]); never stored in snapshots.
+    /// CVE order as ranks, derived from `cves` when an evaluation first needs it after a new CVE
+    /// (see [`CveRanks`]); never stored in snapshots.
     #[serde(skip)]
     cve_ranks: CveRanks,
     pub(crate) products: Interner,
@@ -437,7 +434,6 @@ impl MatchingIndex {
             suite_set_ids: HashMap::default(),
             cves: Interner::default(),
             known_exploited: Vec::new(),
-            cve_keys: Vec::new(),
             cve_ranks: CveRanks::default(),
             products: Interner::default(),
             product_updates: Vec::new(),
@@ -595,7 +591,6 @@ impl MatchingIndex {
         let cve = self.cves.intern(cve_id);
         if self.known_exploited.len() <= cve as usize {
             self.known_exploited.resize(cve as usize + 1, false);
-            self.cve_keys.resize(cve as usize + 1, cve_key(cve_id));
             self.cve_ranks = CveRanks::default();
         }
         cve
@@ -607,10 +602,9 @@ impl MatchingIndex {
         self.cve_ranks.0.get_or_init(|| {
             let mut by_rank: Vec<u32> = (0..id_of(self.cves.len())).collect();
             // CVE ids by year, then number; others after them, by their text (see `cve_key`).
-            by_rank.sort_unstable_by(|&a, &b| {
-                self.cve_keys[a as usize]
-                    .cmp(&self.cve_keys[b as usize])
-                    .then_with(|| self.cves.name(a).cmp(self.cves.name(b)))
+            by_rank.sort_by_cached_key(|&cve| {
+                let name = self.cves.name(cve);
+                (cve_key(name), name)
             });
             let mut rank = vec![0; by_rank.len()];
             for (position, &cve) in by_rank.iter().enumerate() {
