@@ -510,9 +510,10 @@ impl EventStore {
                 )
                 .await?
             }
-            Backend::Sqlite(pool) => {
-                sqlite::store_seals(pool, head.sequence, &new_head, &seals).await?
-            }
+            Backend::Sqlite(pool) => match self.sqlite_writer() {
+                Some(writer) => writer.store_seals(head.sequence, new_head, seals).await?,
+                None => sqlite::store_seals(pool, head.sequence, &new_head, &seals).await?,
+            },
         };
         if !stored {
             let head = self.seal_head_state().await?.head.unwrap_or(head);
@@ -529,13 +530,21 @@ impl EventStore {
         })
     }
 
-    /// The records of up to `limit` visible events after `after`, in read order: from narrow rows,
-    /// and from the full rows of those stored without a content digest.
+    /// The records of up to `limit` visible events after `after`, in read order: from what this
+    /// process's SQLite writer just committed when it holds the next position (see
+    /// `seal_feed.rs`), else from narrow rows, and from the full rows of those stored without a
+    /// content digest.
     async fn unsealed_records(
         &self,
         after: LogPosition,
         limit: usize,
     ) -> Result<Vec<EventRecord>, EventStoreError> {
+        if let Some(writer) = self.sqlite_writer() {
+            let committed = writer.committed_after(after.global_position, limit);
+            if !committed.is_empty() {
+                return Ok(committed);
+            }
+        }
         let unsealed = match self.backend() {
             Backend::Postgres(pool) => {
                 postgres::read_unsealed(&mut *pool.acquire().await?, after, limit).await?

@@ -797,6 +797,17 @@ pub(crate) async fn event_position(
 const SEALS_PER_INSERT: usize = 1_000;
 const _: () = assert!(SEALS_PER_INSERT * 9 <= 32_766);
 
+/// Moves the seal head to a new sequence, position, digest and time, if it is still at the
+/// expected sequence (the last parameter).
+pub(crate) const SEAL_HEAD_UPDATE_SQL: &str = "UPDATE event_seal_head SET sequence = ?, \
+     commit_id = ?, global_position = ?, chain_digest = ?, updated_at_micros = ? \
+     WHERE id = 1 AND sequence = ?";
+
+/// Inserts one seal row (more with further `(?,...)` groups appended).
+pub(crate) const SEAL_INSERT_SQL: &str = "INSERT INTO event_seals (first_sequence, last_sequence, \
+     first_commit_id, first_global_position, last_commit_id, last_global_position, event_count, \
+     chain_digest, records) VALUES (?,?,?,?,?,?,?,?,?)";
+
 /// Inserts `seals` and moves the head to `new_head`, if the head is still at `expected_sequence`;
 /// false (nothing written) when another sealer moved it first.
 ///
@@ -810,30 +821,23 @@ pub(crate) async fn store_seals(
 ) -> Result<bool, EventStoreError> {
     let as_i64 = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let moved = sqlx::query(
-        "UPDATE event_seal_head SET sequence = ?, commit_id = ?, global_position = ?, \
-         chain_digest = ?, updated_at_micros = ? WHERE id = 1 AND sequence = ?",
-    )
-    .bind(as_i64(new_head.sequence))
-    .bind(as_i64(new_head.position.commit_id))
-    .bind(as_i64(new_head.position.global_position))
-    .bind(new_head.digest.as_slice())
-    .bind(Utc::now().timestamp_micros())
-    .bind(as_i64(expected_sequence))
-    .execute(&mut *tx)
-    .await?;
+    let moved = sqlx::query(SEAL_HEAD_UPDATE_SQL)
+        .bind(as_i64(new_head.sequence))
+        .bind(as_i64(new_head.position.commit_id))
+        .bind(as_i64(new_head.position.global_position))
+        .bind(new_head.digest.as_slice())
+        .bind(Utc::now().timestamp_micros())
+        .bind(as_i64(expected_sequence))
+        .execute(&mut *tx)
+        .await?;
     if moved.rows_affected() != 1 {
         tx.rollback().await?;
         return Ok(false);
     }
     for chunk in seals.chunks(SEALS_PER_INSERT) {
         let mut sql = String::with_capacity(200 + chunk.len() * 20);
-        sql.push_str(
-            "INSERT INTO event_seals (first_sequence, last_sequence, first_commit_id, \
-             first_global_position, last_commit_id, last_global_position, event_count, \
-             chain_digest, records) VALUES ",
-        );
-        sql.push_str(&vec!["(?,?,?,?,?,?,?,?,?)"; chunk.len()].join(","));
+        sql.push_str(SEAL_INSERT_SQL);
+        sql.push_str(&",(?,?,?,?,?,?,?,?,?)".repeat(chunk.len() - 1));
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for seal in chunk {
             query = query

@@ -457,6 +457,11 @@ impl EventStore {
         self.inner.sqlite_reader.as_ref()
     }
 
+    /// The rusqlite writer of a SQLite file store (see [`SqliteWriter`]).
+    pub(crate) fn sqlite_writer(&self) -> Option<&SqliteWriter> {
+        self.inner.sqlite_writer.as_ref()
+    }
+
     pub(crate) fn backend(&self) -> &Backend {
         &self.inner.backend
     }

@@ -1134,3 +1134,47 @@ async fn postgres_time_marks_never_cut_off_a_late_committing_transaction() {
     assert_eq!(fast.snapshot.unwrap().events_applied, 2);
     assert_eq!(fast.read, 0, "the mark bounds the read before `after`");
 }
+
+/// The SQLite writer leaves checkpoints to a thread of its own (`sqlite_checkpoint.rs`): if that
+/// thread did not run, the WAL would grow without bound and the database file never would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_appends_reach_the_database_file_and_the_wal_is_reused() {
+    let dir = TestSqlite::new();
+    let url = dir.url("events.db");
+    let store = EventStore::connect(&url).await.unwrap();
+    let db_file = dir.dir.path().join("events.db");
+    let wal_file = dir.dir.path().join("events.db-wal");
+    let size = |path: &std::path::Path| std::fs::metadata(path).map_or(0, |m| m.len());
+    let before = size(&db_file);
+    // ~41 MB in 2 KiB payloads: ten times SQLite's default checkpoint threshold.
+    for batch in 0..200 {
+        let events: Vec<NewEvent> = (0..100)
+            .map(|n| NewEvent::new("Scanned", 1, vec![(batch + n) as u8; 2048]))
+            .collect();
+        store
+            .append(
+                &format!("device-{batch}"),
+                ExpectedVersion::NoStream,
+                &events,
+            )
+            .await
+            .unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while size(&db_file) < before + 36_000_000 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        size(&db_file) >= before + 36_000_000,
+        "the database file grew from {before} to only {} bytes",
+        size(&db_file)
+    );
+    // Checkpointed WAL frames are overwritten, not appended to for ever: at most ~16 MB (4,000
+    // pages) and a batch.
+    assert!(
+        size(&wal_file) < 20_000_000,
+        "the WAL holds {} bytes",
+        size(&wal_file)
+    );
+    assert_eq!(store.count_after(LogPosition::START).await.unwrap(), 20_000);
+}

@@ -229,6 +229,7 @@ on_every_backend!(
     events_without_a_content_digest_are_sealed_from_their_content,
     edited_seal_records_are_reported_as_seal_tampering,
     one_seal_row_covers_a_batch_and_still_names_the_altered_event,
+    sealing_what_this_process_just_appended_gives_the_documented_chain,
 );
 
 fn event(event_type: &str, payload: &str) -> NewEvent {
@@ -1139,4 +1140,68 @@ async fn one_seal_row_covers_a_batch_and_still_names_the_altered_event(log: Log)
         "{report}"
     );
     assert_eq!(report.sealed, (EVENTS_PER_SEAL + 499) as u64);
+}
+
+/// Once a sealer has asked, a SQLite writer hands it the records of what it commits instead of the
+/// sealer reading them back (`seal_feed.rs`). Whatever path an event took (the writer, with
+/// versions after earlier ones and in more than one insert statement; a re-append; the pool, which
+/// leaves a gap in the feed), the chain must be the one the events themselves give.
+async fn sealing_what_this_process_just_appended_gives_the_documented_chain(log: Log) {
+    let store = &log.store;
+    // The first seal finds nothing, and asks for the feed.
+    assert_eq!(store.seal(1_000).await.unwrap().sealed, 0);
+    let first = vec![event("Approved", "a1"), event("Declined", "a2")];
+    store
+        .append("approval-1", ExpectedVersion::NoStream, &first)
+        .await
+        .unwrap();
+    store
+        .append(
+            "approval-1",
+            ExpectedVersion::Exact(2),
+            &[event("Approved", "a3")],
+        )
+        .await
+        .unwrap();
+    // Appending the same events again appends nothing, and feeds nothing.
+    store
+        .append("approval-1", ExpectedVersion::NoStream, &first)
+        .await
+        .unwrap();
+    // Through the pool: positions the writer never saw.
+    let mut tx = store.begin().await.unwrap();
+    tx.append(
+        "approval-2",
+        ExpectedVersion::NoStream,
+        &[event("Approved", "b1")],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    // More rows than one insert statement takes (2,000 on SQLite).
+    let many: Vec<NewEvent> = (0..2_500)
+        .map(|n| event("Scanned", &format!("d{n}")))
+        .collect();
+    store
+        .append("device-1", ExpectedVersion::NoStream, &many)
+        .await
+        .unwrap();
+    // Sealed in steps smaller than what is waiting, so runs end inside the feed too.
+    let events = settled(store).await;
+    assert_eq!(events.len(), 2_504);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let head = loop {
+        let progress = store.seal(700).await.unwrap();
+        if progress.head.sequence >= 2_504 || tokio::time::Instant::now() > deadline {
+            break progress.head;
+        }
+    };
+    let digest = events
+        .iter()
+        .fold(GENESIS_DIGEST, |previous, e| chain_digest(&previous, e));
+    assert_eq!(head.sequence, 2_504);
+    assert_eq!(head.digest, digest);
+    let report = log.verify().await;
+    assert!(report.is_intact(), "{report}");
+    assert_eq!(report.sealed, 2_504);
 }
