@@ -123,7 +123,20 @@ async fn same_device_twice_at_once(store: EventStore) {
         events.iter().map(|e| e.stream_version).collect::<Vec<_>>(),
         [1, 2, 3, 4]
     );
-    scanning.catch_up().await.unwrap();
+    // Both appends committed, but on PostgreSQL a transaction open elsewhere (another test's, in
+    // another database of the same cluster) can hold the global order back for a moment.
+    let reached = scanning
+        .catch_up_until(
+            |view| {
+                view.devices
+                    .get(device)
+                    .is_some_and(|d| d.stream_version == 4)
+            },
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert!(reached, "the view never showed the device's fourth event");
     let last = scanning.view().devices[device]
         .state
         .inventory
