@@ -2,7 +2,8 @@
 //!
 //! SQLite's automatic checkpoint runs inside the commit that crossed the threshold (1,000 pages):
 //! that append copies the WAL into the database file and syncs it, 4 to 6 ms on the reference
-//! machine, about every 70 ms under a steady load, so a sixth of append time went to checkpoints.
+//! machine, about every 70 ms under a steady load; appends slower than 2 ms, mostly these, added up
+//! to a sixth of append time.
 //! The writer connection therefore wakes this thread after its commits; it runs a `PASSIVE`
 //! checkpoint, which never blocks appends, at most once per [`CHECKPOINT_INTERVAL`].
 //!
@@ -24,7 +25,7 @@ use rusqlite::{Connection, OpenFlags};
 pub(crate) const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(50);
 
 /// The writer's own automatic checkpoint threshold, in pages (SQLite's default is 1,000), while
-/// this thread runs: a WAL of ~16 MB at most.
+/// this thread runs: a WAL of about 16 MB, unless a reader holds an old snapshot for long.
 pub(crate) const WRITER_AUTOCHECKPOINT_PAGES: i64 = 4_000;
 
 /// Wakes the checkpoint thread; dropping it ends the thread after a last checkpoint.
@@ -42,8 +43,7 @@ impl Checkpointer {
         )?;
         // A checkpoint that meets a writer finishes what it can and returns: no waiting here.
         connection.busy_timeout(Duration::from_millis(100))?;
-        // The database file is synced after a checkpoint only under FULL (and NORMAL) as the
-        // writer's own checkpoints were.
+        // A checkpoint syncs the database file as the writer's own would (under FULL and NORMAL).
         connection.pragma_update(None, "synchronous", synchronous)?;
         let (wake, woken) = sync_channel(1);
         std::thread::Builder::new()
