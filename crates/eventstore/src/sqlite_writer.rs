@@ -92,13 +92,10 @@ impl SqliteWriter {
         events: &[NewEvent],
         on_commit: impl FnOnce() + Send + 'static,
     ) -> Result<AppendResult, EventStoreError> {
-        let mut state = Arc::clone(&self.connection).lock_owned().await;
         // Owned copies: the blocking thread outlives this borrow if the caller is cancelled.
         let stream_id = stream_id.to_owned();
         let events = events.to_vec();
-        let writer = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let open = writer.open(&mut state)?;
+        self.on_connection("appending", move |writer, open| {
             let (result, committed) =
                 append_on(&mut open.connection, &stream_id, expected, &events)
                     .map_err(|error| error.for_stream(&writer.path, &stream_id))?;
@@ -110,10 +107,6 @@ impl SqliteWriter {
             Ok(result)
         })
         .await
-        .map_err(|error| EventStoreError::Sqlite {
-            message: format!("the appending thread failed: {error}"),
-            busy: false,
-        })?
     }
 
     /// Inserts `seals` and moves the head, as [`crate::sqlite::store_seals`] does, on this connection.
@@ -127,10 +120,7 @@ impl SqliteWriter {
         new_head: ChainHead,
         seals: Vec<StoredSeal>,
     ) -> Result<bool, EventStoreError> {
-        let mut state = Arc::clone(&self.connection).lock_owned().await;
-        let writer = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let open = writer.open(&mut state)?;
+        self.on_connection("sealing", move |writer, open| {
             let stored = store_seals_on(&mut open.connection, expected_sequence, &new_head, &seals)
                 .map_err(|error| {
                     EventStoreError::sqlite(
@@ -142,8 +132,24 @@ impl SqliteWriter {
             Ok(stored)
         })
         .await
+    }
+
+    /// Runs `work` on a blocking thread with the connection (opened on first use), once the writes
+    /// queued before it are done. `doing` names the work if the thread fails.
+    async fn on_connection<T: Send + 'static>(
+        &self,
+        doing: &'static str,
+        work: impl FnOnce(&SqliteWriter, &mut OpenWriter) -> Result<T, EventStoreError> + Send + 'static,
+    ) -> Result<T, EventStoreError> {
+        let mut state = Arc::clone(&self.connection).lock_owned().await;
+        let writer = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let open = writer.open(&mut state)?;
+            work(&writer, open)
+        })
+        .await
         .map_err(|error| EventStoreError::Sqlite {
-            message: format!("the sealing thread failed: {error}"),
+            message: format!("the {doing} thread failed: {error}"),
             busy: false,
         })?
     }
