@@ -258,6 +258,7 @@ async fn sealing_overhead(
     let (mut with_time, mut without_time) = (Duration::ZERO, Duration::ZERO);
     let mut until_sealed_time = Duration::ZERO;
     let (mut with_rounds, mut without_rounds, mut lags) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut with_cpu, mut without_cpu) = (Vec::new(), Vec::new());
     for round in 0..SEALING_ROUNDS {
         let with_batches = next_batches(events, batches_per_round);
         let without_batches = next_batches(events, batches_per_round);
@@ -274,6 +275,7 @@ async fn sealing_overhead(
             let shutdown = CancellationToken::new();
             let sealer =
                 with_sealer.then(|| tokio::spawn(Sealer::new(store.clone()).run(shutdown.clone())));
+            let cpu_before = CpuTime::now();
             let started = Instant::now();
             for (stream, batch) in batches {
                 store
@@ -282,6 +284,14 @@ async fn sealing_overhead(
             }
             let elapsed = started.elapsed();
             let rate = per_second(batches_per_round * BATCH, elapsed);
+            if let (Some(before), Some(after)) = (cpu_before, CpuTime::now()) {
+                let cpu = if with_sealer {
+                    &mut with_cpu
+                } else {
+                    &mut without_cpu
+                };
+                cpu.push(after.since(&before));
+            }
             if let Some(sealer) = sealer {
                 // How far behind the sealer was when the appends ended.
                 let head = store.seal_head().await?;
@@ -333,6 +343,16 @@ async fn sealing_overhead(
         n if n % 2 == 1 => pair_ratios[n / 2],
         n => (pair_ratios[n / 2 - 1] + pair_ratios[n / 2]) / 2.0,
     };
+    for (label, rounds) in [("with sealer", &with_cpu), ("without", &without_cpu)] {
+        println!(
+            "e. CPU seconds per round, {label}: {}",
+            rounds
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     println!(
         "e. sealer backlog when each round's appends ended (events): {}",
         lags.iter()
@@ -401,6 +421,84 @@ async fn sealing_overhead(
         Target::None,
     );
     Ok(())
+}
+
+/// CPU time used so far by this process and by the PostgreSQL server processes on this host,
+/// read from `/proc` (Linux only; None elsewhere). Case e prints it per round: on two vCPUs the
+/// sealer's cost in throughput follows the CPU it uses, client and server (docs/benchmarks.md,
+/// "Hash chaining: any CPU beside the appender costs throughput").
+#[derive(Debug, Clone, Copy)]
+struct CpuTime {
+    bench_ticks: u64,
+    postgres_ticks: u64,
+}
+
+/// `/proc/<pid>/stat` counts CPU time in clock ticks of 1/100 s on Linux.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+impl CpuTime {
+    fn now() -> Option<Self> {
+        let own = std::process::id().to_string();
+        let mut time = CpuTime {
+            bench_ticks: 0,
+            postgres_ticks: 0,
+        };
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let pid = entry.file_name();
+            let Some(pid) = pid
+                .to_str()
+                .filter(|p| p.bytes().all(|b| b.is_ascii_digit()))
+            else {
+                continue;
+            };
+            // A process may exit between the listing and the read.
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let Some((name, ticks)) = parse_stat(&stat) else {
+                continue;
+            };
+            if pid == own {
+                time.bench_ticks += ticks;
+            } else if name == "postgres" {
+                time.postgres_ticks += ticks;
+            }
+        }
+        Some(time)
+    }
+
+    fn since(&self, before: &CpuTime) -> RoundCpu {
+        let seconds =
+            |after: u64, before: u64| after.saturating_sub(before) as f64 / TICKS_PER_SECOND;
+        RoundCpu {
+            bench: seconds(self.bench_ticks, before.bench_ticks),
+            postgres: seconds(self.postgres_ticks, before.postgres_ticks),
+        }
+    }
+}
+
+/// A process's name and its user + system CPU ticks from its `/proc/<pid>/stat` line.
+fn parse_stat(stat: &str) -> Option<(&str, u64)> {
+    // The name is in parentheses and may itself hold spaces or parentheses.
+    let name = stat.get(stat.find('(')? + 1..stat.rfind(')')?)?;
+    let mut fields = stat.get(stat.rfind(')')? + 2..)?.split(' ');
+    // After the name: state is field 3; utime and stime are fields 14 and 15.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((name, utime + stime))
+}
+
+/// CPU one round used: the bench process (appender and sealer) and the PostgreSQL server.
+#[derive(Debug, Clone, Copy)]
+struct RoundCpu {
+    bench: f64,
+    postgres: f64,
+}
+
+impl std::fmt::Display for RoundCpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.2} + {:.2} server", self.bench, self.postgres)
+    }
 }
 
 /// Seals everything appended so far, untimed for the append figures but timed on its own.
