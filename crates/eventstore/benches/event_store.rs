@@ -232,10 +232,11 @@ fn sealer_first(round: usize) -> bool {
 }
 
 /// Case e: appends with a `Sealer` (default settings) following the log against appends without
-/// one, interleaved round by round (see [`sealer_first`]) on the same store. The sealer's backlog is cleared,
-/// untimed, between rounds, so a round with the sealer pays only for sealing its own appends. Work
-/// the sealer had not done when a round's appends ended is reported as its backlog, and a second
-/// rate counts each round until the sealer had caught up with it (pessimistic: it adds the tail).
+/// one, interleaved round by round (see [`sealer_first`]) on the same store. The sealer's backlog
+/// is cleared, untimed, between rounds, so a round with the sealer pays only for sealing its own
+/// appends. Work the sealer had not done when a round's appends ended is reported as its backlog,
+/// and a second rate counts each round until the sealer had caught up with it (pessimistic: it adds
+/// the tail).
 async fn sealing_overhead(
     store: &EventStore,
     backend: &str,
