@@ -10,7 +10,8 @@
 //!   e. tamper evidence: `append`, batches of 100, with and without a `Sealer` hash-chaining the
 //!      log concurrently on the same store, interleaved round by round, on both backends (target:
 //!      chaining costs at most 10 % of append throughput); then `seal` and `verify_chain` rates.
-//!      Its rounds are longer than case a's: `PATCHBAY_BENCH_EVENTS` / 2 events each.
+//!      Its rounds are longer than case a's: `PATCHBAY_BENCH_EVENTS` / 4 events each. Each round
+//!      also prints the CPU it used, of the bench process and of PostgreSQL's server processes.
 //!
 //! Environment: `PATCHBAY_BENCH_DATABASE_URL`, `PATCHBAY_BENCH_EVENTS`, `PATCHBAY_BENCH_CASES` and
 //! the diagnostic `PATCHBAY_BENCH_PG_SETUP` / `PATCHBAY_BENCH_SQLITE_SETUP` (see the constants
