@@ -301,7 +301,7 @@ async fn sealing_overhead(
                 } else {
                     &mut without_cpu
                 };
-                cpu.push(after.since(&before));
+                cpu.push(after.since(&before, store.postgres_pool().is_some()));
             }
             if let Some(sealer) = sealer {
                 // How far behind the sealer was when the appends ended.
@@ -478,12 +478,13 @@ impl CpuTime {
         Some(time)
     }
 
-    fn since(&self, before: &CpuTime) -> RoundCpu {
+    /// The CPU used since `before`; the server's only when the store is on PostgreSQL.
+    fn since(&self, before: &CpuTime, on_postgres: bool) -> RoundCpu {
         let seconds =
             |after: u64, before: u64| after.saturating_sub(before) as f64 / TICKS_PER_SECOND;
         RoundCpu {
             bench: seconds(self.bench_ticks, before.bench_ticks),
-            postgres: seconds(self.postgres_ticks, before.postgres_ticks),
+            postgres: on_postgres.then(|| seconds(self.postgres_ticks, before.postgres_ticks)),
         }
     }
 }
@@ -499,16 +500,20 @@ fn parse_stat(stat: &str) -> Option<(&str, u64)> {
     Some((name, utime + stime))
 }
 
-/// CPU one round used: the bench process (appender and sealer) and the PostgreSQL server.
+/// CPU one round used: the bench process (appender and sealer) and, on PostgreSQL, the server.
 #[derive(Debug, Clone, Copy)]
 struct RoundCpu {
     bench: f64,
-    postgres: f64,
+    postgres: Option<f64>,
 }
 
 impl std::fmt::Display for RoundCpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:.2} + {:.2} server", self.bench, self.postgres)
+        write!(f, "{:.2}", self.bench)?;
+        match self.postgres {
+            Some(server) => write!(f, " + {server:.2} server"),
+            None => Ok(()),
+        }
     }
 }
 
