@@ -270,6 +270,7 @@ async fn sealing_overhead(
     let mut until_sealed_time = Duration::ZERO;
     let (mut with_rounds, mut without_rounds, mut lags) = (Vec::new(), Vec::new(), Vec::new());
     let (mut with_cpu, mut without_cpu) = (Vec::new(), Vec::new());
+    let fed_before = store.sealed_from_feed();
     for round in 0..SEALING_ROUNDS {
         let with_batches = next_batches(events, batches_per_round);
         let without_batches = next_batches(events, batches_per_round);
@@ -364,6 +365,11 @@ async fn sealing_overhead(
                 .join(", ")
         );
     }
+    println!(
+        "e. events the sealer took from the appender's commits, not read back: {} of {}",
+        store.sealed_from_feed() - fed_before,
+        batches_per_round * BATCH * SEALING_ROUNDS
+    );
     println!(
         "e. sealer backlog when each round's appends ended (events): {}",
         lags.iter()

@@ -49,7 +49,7 @@ pub use snapshot::{
     SnapshotError, SnapshotInfo, SnapshotPass, Snapshottable, Snapshotter, TimeMark,
     latest_time_mark, load_as_of, take_time_mark, time_mark_at_or_after,
 };
-pub use store::{EventStore, SqliteDurability, StoreOptions, Transaction};
+pub use store::{EventStore, SealFeedGuard, SqliteDurability, StoreOptions, Transaction};
 pub use subscription::Subscription;
 pub use upcast::Upcasters;
 pub use verify::{ChainProblem, ChainReport};

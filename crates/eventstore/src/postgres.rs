@@ -17,10 +17,19 @@ use crate::event::{
 };
 use crate::pg_copy;
 use crate::seal::{
-    ChainHead, EventContent, SEAL_COLUMNS, SealHeadState, StoredSeal, UnsealedEvent, decode_seal,
-    decode_seal_head,
+    ChainHead, EventContent, EventRecord, SEAL_COLUMNS, SealHeadState, StoredSeal, UnsealedEvent,
+    decode_seal, decode_seal_head,
 };
 use crate::store::{StoredId, resolve_unappended, to_u64};
+
+/// The columns the final select of an append adds when the sealer wants the records: the
+/// transaction's commit id, then the positions and times of the events in stream-version order.
+macro_rules! record_columns {
+    () => {
+        ", pg_current_xact_id(), array_agg(global_position ORDER BY stream_version), \
+         array_agg(recorded_at ORDER BY stream_version)"
+    };
+}
 
 /// Columns every read selects, in the order `decode_event` expects.
 const EVENT_COLUMNS: &str = "tx_id, global_position, stream_id, stream_version, \
@@ -33,12 +42,16 @@ const EVENT_COLUMNS: &str = "tx_id, global_position, stream_id, stream_version, 
 /// matches no row when the expected version is wrong or the batch's first event id is already stored,
 /// and then nothing is inserted and the slow path tells a conflict from an idempotent retry. Being one
 /// statement, it is atomic without an explicit transaction and never aborts an enclosing one on conflict.
+///
+/// With `want_records`, also returns each event's [`EventRecord`] for this process's sealer (see
+/// `seal_feed.rs`): `Some` (empty when nothing was inserted) if they are known, else `None`.
 pub(crate) async fn append(
     conn: &mut PgConnection,
     stream_id: &str,
     expected: ExpectedVersion,
     events: &[NewEvent],
-) -> Result<AppendResult, EventStoreError> {
+    want_records: bool,
+) -> Result<(AppendResult, Option<Vec<EventRecord>>), EventStoreError> {
     const NOT_STORED: &str = "NOT EXISTS (SELECT 1 FROM events WHERE event_id = ($3::uuid[])[1])";
     let claim = match expected {
         ExpectedVersion::Any => format!(
@@ -69,9 +82,10 @@ pub(crate) async fn append(
                 WITH ORDINALITY AS e(event_id, event_type, schema_version, payload, correlation_id, \
                                      causation_id, actor, traceparent, tracestate, content_digest, ord) \
            ORDER BY e.ord \
-           RETURNING global_position, stream_version) \
+           RETURNING global_position, stream_version, recorded_at) \
          SELECT count(*)::bigint, coalesce(max(stream_version), 0)::bigint, \
-                coalesce(max(global_position), 0)::bigint FROM ins"
+                coalesce(max(global_position), 0)::bigint{} FROM ins",
+        if want_records { record_columns!() } else { "" }
     );
     let columns = EventColumns::from(events);
     let digests = content_digests(std::iter::repeat(stream_id), events, &columns);
@@ -100,11 +114,15 @@ pub(crate) async fn append(
     let row = query.fetch_one(&mut *conn).await?;
     let inserted: i64 = row.try_get(0)?;
     if inserted == events.len() as i64 {
-        return Ok(AppendResult {
+        let result = AppendResult {
             stream_version: to_u64(row.try_get(1)?, 0)?,
             global_position: to_u64(row.try_get(2)?, 0)?,
             deduplicated: false,
-        });
+        };
+        let records = want_records
+            .then(|| records_of(&row, 3, result.stream_version, events, &digests))
+            .flatten();
+        return Ok((result, records));
     }
     let stored = sqlx::query(
         "SELECT event_id, stream_id, stream_version, global_position FROM events WHERE event_id = ANY($1)",
@@ -124,6 +142,44 @@ pub(crate) async fn append(
     .collect::<Result<Vec<_>, EventStoreError>>()?;
     let actual = stream_version(&mut *conn, stream_id).await?;
     resolve_unappended(stream_id, expected, actual, events, stored)
+        .map(|result| (result, Some(Vec::new())))
+}
+
+/// The records of `events`, appended as versions up to `last_version`, from the [`record_columns`]
+/// starting at column `first`. None if the row does not describe them (the records are only a
+/// shortcut for the sealer, which then reads the table; the append itself succeeded).
+fn records_of(
+    row: &PgRow,
+    first: usize,
+    last_version: u64,
+    events: &[NewEvent],
+    digests: &[[u8; 32]],
+) -> Option<Vec<EventRecord>> {
+    let commit_id: Xid8 = row.try_get(first).ok()?;
+    let positions: Vec<i64> = row.try_get(first + 1).ok()?;
+    let times: Vec<DateTime<Utc>> = row.try_get(first + 2).ok()?;
+    let count = events.len();
+    if positions.len() != count || times.len() != count || digests.len() != count {
+        return None;
+    }
+    let first_version = (last_version + 1).checked_sub(count as u64)?;
+    events
+        .iter()
+        .zip(positions.iter().zip(&times).zip(digests))
+        .enumerate()
+        .map(|(index, (event, ((position, time), digest)))| {
+            Some(EventRecord {
+                position: LogPosition {
+                    commit_id: commit_id.0,
+                    global_position: u64::try_from(*position).ok()?,
+                },
+                event_id: event.event_id,
+                stream_version: first_version + index as u64,
+                recorded_at_micros: time.timestamp_micros(),
+                content_digest: *digest,
+            })
+        })
+        .collect()
 }
 
 /// Names the savepoint that makes a multi-stream append all or nothing inside the caller's transaction.
@@ -137,16 +193,19 @@ const APPEND_STREAMS_SAVEPOINT: &str = "patchbay_append_streams";
 /// id already stored) makes the statement insert nothing; the savepoint then undoes the claims and
 /// the slow path appends stream by stream, which tells a conflict from an idempotent retry exactly as
 /// a single append does, and is undone as a whole if any stream fails.
+///
+/// With `want_records`, also returns the events' records (see [`append`]).
 pub(crate) async fn append_streams(
     conn: &mut PgConnection,
     appends: &[StreamAppend],
-) -> Result<Vec<AppendResult>, EventStoreError> {
+    want_records: bool,
+) -> Result<(Vec<AppendResult>, Option<Vec<EventRecord>>), EventStoreError> {
     savepoint(conn, "SAVEPOINT").await?;
-    let fast = append_streams_at_once(conn, appends).await;
+    let fast = append_streams_at_once(conn, appends, want_records).await;
     let fall_back = match fast {
-        Ok(Some(results)) => {
+        Ok(Some((results, fast_records))) => {
             savepoint(conn, "RELEASE SAVEPOINT").await?;
-            return Ok(results);
+            return Ok((results, fast_records));
         }
         Ok(None) => true,
         // A reused event id beyond a part's first: the slow path says which.
@@ -163,12 +222,27 @@ pub(crate) async fn append_streams(
     savepoint(conn, "ROLLBACK TO SAVEPOINT").await?;
     if !fall_back {
         savepoint(conn, "RELEASE SAVEPOINT").await?;
-        return fast.map(|_| Vec::new());
+        return fast.map(|_| (Vec::new(), None));
     }
     let mut results = Vec::with_capacity(appends.len());
+    let mut slow_records = Some(Vec::new());
     for part in appends {
-        match append(&mut *conn, &part.stream_id, part.expected, &part.events).await {
-            Ok(result) => results.push(result),
+        match append(
+            &mut *conn,
+            &part.stream_id,
+            part.expected,
+            &part.events,
+            want_records,
+        )
+        .await
+        {
+            Ok((result, part_records)) => {
+                results.push(result);
+                slow_records = slow_records.zip(part_records).map(|(mut all, part)| {
+                    all.extend(part);
+                    all
+                });
+            }
             Err(error) => {
                 savepoint(conn, "ROLLBACK TO SAVEPOINT").await?;
                 savepoint(conn, "RELEASE SAVEPOINT").await?;
@@ -177,7 +251,7 @@ pub(crate) async fn append_streams(
         }
     }
     savepoint(conn, "RELEASE SAVEPOINT").await?;
-    Ok(results)
+    Ok((results, slow_records))
 }
 
 async fn savepoint(conn: &mut PgConnection, command: &str) -> Result<(), EventStoreError> {
@@ -198,8 +272,10 @@ async fn savepoint(conn: &mut PgConnection, command: &str) -> Result<(), EventSt
 async fn append_streams_at_once(
     conn: &mut PgConnection,
     appends: &[StreamAppend],
-) -> Result<Option<Vec<AppendResult>>, EventStoreError> {
-    const SQL: &str = "\
+    want_records: bool,
+) -> Result<Option<(Vec<AppendResult>, Option<Vec<EventRecord>>)>, EventStoreError> {
+    macro_rules! sql {
+        ($($record_columns:tt)*) => { concat!("\
         WITH locked AS ( \
           SELECT stream_id FROM streams WHERE stream_id = ANY($1::text[]) ORDER BY stream_id FOR UPDATE), \
         input AS MATERIALIZED ( \
@@ -238,9 +314,12 @@ async fn append_streams_at_once(
           JOIN claim c ON c.ord = e.stream_ord \
           WHERE (SELECT count(*) FROM claim) = $16 \
           ORDER BY e.stream_ord, e.seq \
-          RETURNING stream_id, stream_version, global_position) \
-        SELECT stream_id, max(stream_version)::bigint, max(global_position)::bigint \
-        FROM ins GROUP BY stream_id";
+          RETURNING stream_id, stream_version, global_position, recorded_at) \
+        SELECT stream_id, max(stream_version)::bigint, max(global_position)::bigint",
+        $($record_columns)*, " FROM ins GROUP BY stream_id") };
+    }
+    const SQL: &str = sql!("");
+    const SQL_WITH_RECORDS: &str = sql!(record_columns!());
     let stream_ids: Vec<&str> = appends.iter().map(|a| a.stream_id.as_str()).collect();
     let expected = appends
         .iter()
@@ -269,7 +348,7 @@ async fn append_streams_at_once(
         .flat_map(|a| std::iter::repeat_n(a.stream_id.as_str(), a.events.len()));
     let digests = content_digests(stream_of_each_event, &events, &columns);
     let digest_slices: Vec<&[u8]> = digests.iter().map(<[u8; 32]>::as_slice).collect();
-    let rows = sqlx::query(SQL)
+    let rows = sqlx::query(if want_records { SQL_WITH_RECORDS } else { SQL })
         .bind(&stream_ids)
         .bind(&expected)
         .bind(&counts)
@@ -295,20 +374,34 @@ async fn append_streams_at_once(
     let mut by_stream = std::collections::HashMap::with_capacity(rows.len());
     for row in rows {
         let stream_id: String = row.try_get(0)?;
-        by_stream.insert(
-            stream_id,
-            AppendResult {
-                stream_version: to_u64(row.try_get(1)?, 0)?,
-                global_position: to_u64(row.try_get(2)?, 0)?,
-                deduplicated: false,
-            },
-        );
+        let result = AppendResult {
+            stream_version: to_u64(row.try_get(1)?, 0)?,
+            global_position: to_u64(row.try_get(2)?, 0)?,
+            deduplicated: false,
+        };
+        by_stream.insert(stream_id, (result, row));
     }
-    appends
+    // Every event's record or none: the feed holds whole transactions.
+    let mut records = want_records.then(Vec::new);
+    let mut first_event = 0;
+    for append in appends {
+        let last_event = first_event + append.events.len();
+        let part = by_stream.get(&append.stream_id).and_then(|(result, row)| {
+            let digests = digests.get(first_event..last_event)?;
+            records_of(row, 3, result.stream_version, &append.events, digests)
+        });
+        records = records.zip(part).map(|(mut all, part)| {
+            all.extend(part);
+            all
+        });
+        first_event = last_event;
+    }
+    let results = appends
         .iter()
         .map(|a| {
             by_stream
                 .remove(&a.stream_id)
+                .map(|(result, _)| result)
                 .ok_or_else(|| EventStoreError::Corrupt {
                     global_position: 0,
                     reason: format!(
@@ -317,8 +410,8 @@ async fn append_streams_at_once(
                     ),
                 })
         })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some((results, records)))
 }
 
 /// Each event's content digest (see `seal.rs`), hashed here, while the rows are bound, so appends
@@ -577,6 +670,48 @@ pub(crate) async fn read_unsealed(
         });
     }
     Ok(events)
+}
+
+/// The oldest transaction still running: every commit id below it is finished, and the
+/// chain continues only with those (the horizon [`read_unsealed`] applies).
+pub(crate) async fn visibility_horizon(conn: &mut PgConnection) -> Result<u64, EventStoreError> {
+    let horizon: Xid8 = sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())")
+        .fetch_one(conn)
+        .await?;
+    Ok(horizon.0)
+}
+
+/// Whether any of `commit_ids` appended an event, or the transaction of `head` appended one after
+/// it: one index probe each. The commit ids are finished (below the horizon), so the answer does
+/// not change after this snapshot.
+///
+/// Each probe orders by the `(tx_id, global_position)` index and stops at the first row, so it is
+/// an index probe whatever the statistics say: `tx_id = ANY(...)` over many ids planned as a
+/// sequential scan of the whole log.
+pub(crate) async fn holds_events(
+    conn: &mut PgConnection,
+    commit_ids: &[u64],
+    head: Option<LogPosition>,
+) -> Result<bool, EventStoreError> {
+    let commit_ids: Vec<i64> = commit_ids
+        .iter()
+        .map(|id| i64::try_from(*id).unwrap_or(i64::MAX))
+        .collect();
+    let head_commit = head.map(|head| i64::try_from(head.commit_id).unwrap_or(i64::MAX));
+    let head_position = head.map(|head| i64::try_from(head.global_position).unwrap_or(i64::MAX));
+    let held: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM unnest($1::int8[]) AS unfed(commit_id), \
+                        LATERAL (SELECT 1 FROM events WHERE tx_id = (unfed.commit_id)::text::xid8 \
+                                 ORDER BY tx_id, global_position LIMIT 1) AS held) \
+             OR EXISTS (SELECT 1 FROM events WHERE tx_id = ($2::int8)::text::xid8 \
+                          AND global_position > $3 ORDER BY tx_id, global_position LIMIT 1)",
+    )
+    .bind(&commit_ids)
+    .bind(head_commit)
+    .bind(head_position)
+    .fetch_one(conn)
+    .await?;
+    Ok(held)
 }
 
 /// The stored events at `positions`, in no particular order.

@@ -15,7 +15,9 @@
 //! `events.content_digest`. Where the event landed (global position, stream version, recorded_at)
 //! is decided by the database during the insert, so the sealer adds it when it links the event into
 //! the chain. The sealer therefore reads narrow rows (positions, ids, the content digest) instead
-//! of payloads, and hashes 104 bytes per event whatever the payload's size. Events stored before
+//! of payloads, and hashes 104 bytes per event whatever the payload's size. While a [`Sealer`]
+//! runs, appends in its process hand it those fields of what they commit, so it mostly reads
+//! nothing back (`seal_feed.rs`, which says why that never skips another process's events). Events stored before
 //! the column existed have no content digest; the sealer computes it from their content.
 //!
 //! ```text
@@ -466,7 +468,7 @@ impl EventStore {
     pub async fn seal(&self, max_events: usize) -> Result<SealProgress, EventStoreError> {
         let max_events = max_events.max(1);
         let head = self.seal_head().await?;
-        let records = self.unsealed_records(head.position, max_events).await?;
+        let (records, from_feed) = self.unsealed_records(head.position, max_events).await?;
         let Some(last) = records.last() else {
             return Ok(SealProgress {
                 sealed: 0,
@@ -523,6 +525,9 @@ impl EventStore {
                 caught_up: false,
             });
         }
+        if from_feed {
+            self.count_sealed_from_feed(records.len());
+        }
         Ok(SealProgress {
             sealed: records.len() as u64,
             head: new_head,
@@ -533,17 +538,22 @@ impl EventStore {
     /// The records of up to `limit` visible events after `after`, in read order: from what this
     /// process's SQLite writer just committed when it holds the next position (see
     /// `seal_feed.rs`), else from narrow rows, and from the full rows of those stored without a
-    /// content digest.
+    /// content digest. True when they came from this process's own commits.
     async fn unsealed_records(
         &self,
         after: LogPosition,
         limit: usize,
-    ) -> Result<Vec<EventRecord>, EventStoreError> {
+    ) -> Result<(Vec<EventRecord>, bool), EventStoreError> {
         if let Some(writer) = self.sqlite_writer() {
             let committed = writer.committed_after(after.global_position, limit);
             if !committed.is_empty() {
-                return Ok(committed);
+                return Ok((committed, true));
             }
+        }
+        if let Backend::Postgres(pool) = self.backend()
+            && let Some(committed) = self.fed_commits(pool, after, limit).await?
+        {
+            return Ok((committed, true));
         }
         let unsealed = match self.backend() {
             Backend::Postgres(pool) => {
@@ -574,7 +584,7 @@ impl EventStore {
             });
         }
         if without_digest.is_empty() {
-            return Ok(records);
+            return Ok((records, false));
         }
         // Appended before content digests existed, or the column was edited: hash the content.
         let positions: Vec<u64> = without_digest.iter().map(|(_, p)| *p).collect();
@@ -605,7 +615,30 @@ impl EventStore {
                 })?;
             record.content_digest = content_digest(event);
         }
-        Ok(records)
+        Ok((records, false))
+    }
+
+    /// PostgreSQL: the next `limit` events of the chain from what this process committed (see
+    /// `seal_feed.rs`), if the database confirms that no other transaction below the visibility
+    /// horizon appended any; None when the table must be read.
+    async fn fed_commits(
+        &self,
+        pool: &sqlx::PgPool,
+        after: LogPosition,
+        limit: usize,
+    ) -> Result<Option<Vec<EventRecord>>, EventStoreError> {
+        let mut conn = pool.acquire().await?;
+        let horizon = postgres::visibility_horizon(&mut conn).await?;
+        let Some(candidates) = self.commit_feed().candidates(after, horizon, limit) else {
+            return Ok(None);
+        };
+        let head = candidates.probe_head_commit.then_some(after);
+        if (head.is_some() || !candidates.unfed_commits.is_empty())
+            && postgres::holds_events(&mut conn, &candidates.unfed_commits, head).await?
+        {
+            return Ok(None);
+        }
+        Ok(Some(candidates.records))
     }
 
     /// The newest seal: how far the chain reaches. `count_after(head.position)` is the sealer's lag.
@@ -678,6 +711,7 @@ impl Sealer {
     /// Transient database errors (connection loss, busy) are logged and retried with backoff; any
     /// other error ends the task. A batch being sealed when `shutdown` fires is finished first.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), EventStoreError> {
+        let _feed = self.store.keep_commits_for_sealer();
         let mut wake = self.store.append_wake_ups();
         let mut hidden_retry = None;
         let mut error_backoff = Duration::from_millis(100);

@@ -160,6 +160,11 @@ impl SqliteWriter {
         self.feed().take_after(after, limit)
     }
 
+    /// Starts or stops keeping the records of commits for a sealer.
+    pub(crate) fn set_feed_wanted(&self, wanted: bool) {
+        self.feed().set_wanted(wanted);
+    }
+
     fn feed(&self) -> std::sync::MutexGuard<'_, SealFeed> {
         // The feed is only a shortcut, consistent after any panic: keep using it.
         self.seal_feed

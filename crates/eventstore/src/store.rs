@@ -20,6 +20,8 @@ use crate::event::{
 };
 use crate::notify::{CHANNEL, Notifier};
 use crate::replay::{ReadAhead, Replay};
+use crate::seal::EventRecord;
+use crate::seal_feed::CommitFeed;
 use crate::sqlite_reader::SqliteReader;
 use crate::sqlite_writer::SqliteWriter;
 use crate::subscription::Subscription;
@@ -81,6 +83,10 @@ struct Inner {
     sqlite_reader: Option<SqliteReader>,
     /// SQLite files: [`EventStore::append`] bypasses sqlx too (see [`SqliteWriter`]).
     sqlite_writer: Option<SqliteWriter>,
+    /// PostgreSQL: what this process committed, for its sealer (see [`CommitFeed`]).
+    commit_feed: std::sync::Mutex<CommitFeed>,
+    /// Events sealed from what this process had just committed, without reading them back.
+    sealed_from_feed: AtomicU64,
     /// `sqlite::memory:`: a second connection to the (shared-cache) database that is never used.
     /// The database lives as long as one connection to it is open, and the pool closes its only
     /// connection when an operation on it is cancelled midway; without this, the next one would
@@ -159,6 +165,8 @@ impl EventStore {
                 notify_id: Uuid::new_v4().simple().to_string(),
                 sqlite_reader,
                 sqlite_writer,
+                commit_feed: std::sync::Mutex::default(),
+                sealed_from_feed: AtomicU64::new(0),
                 _memory_anchor: memory_anchor,
             }),
         })
@@ -173,6 +181,61 @@ impl EventStore {
         self.inner
             .appended_events
             .fetch_add(events as u64, Ordering::Relaxed);
+    }
+
+    /// How many events this process sealed from the records of its own commits instead of reading
+    /// them back from the log (see `seal_feed.rs`): for metrics, and to check the shortcut works.
+    pub fn sealed_from_feed(&self) -> u64 {
+        self.inner.sealed_from_feed.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_sealed_from_feed(&self, events: usize) {
+        self.inner
+            .sealed_from_feed
+            .fetch_add(events as u64, Ordering::Relaxed);
+    }
+
+    /// Keeps the records of what this process commits for a sealer in this process, as long as the
+    /// guard lives, so it need not read them back (see `seal_feed.rs`). [`Sealer::run`] holds one;
+    /// a caller that runs [`EventStore::seal`] on its own schedule may too. Without one, appends
+    /// keep nothing.
+    ///
+    /// [`Sealer::run`]: crate::Sealer::run
+    pub fn keep_commits_for_sealer(&self) -> SealFeedGuard {
+        let mut feed = self.commit_feed();
+        let wanted = feed.hold();
+        if let Some(writer) = &self.inner.sqlite_writer {
+            writer.set_feed_wanted(wanted);
+        }
+        drop(feed);
+        SealFeedGuard {
+            store: self.clone(),
+        }
+    }
+
+    /// Whether PostgreSQL appends should return their events' records for this process's sealer.
+    fn wants_records(&self) -> bool {
+        self.commit_feed().wanted()
+    }
+
+    /// Hands the records of one committed PostgreSQL transaction to the sealer; all or nothing.
+    fn feed_committed(&self, records: Option<Vec<EventRecord>>) {
+        let Some(records) = records.filter(|records| !records.is_empty()) else {
+            return;
+        };
+        let commit_id = records[0].position.commit_id;
+        if records.iter().all(|r| r.position.commit_id == commit_id) {
+            self.commit_feed().push(commit_id, records);
+        }
+    }
+
+    pub(crate) fn commit_feed(&self) -> std::sync::MutexGuard<'_, CommitFeed> {
+        // The feed is only a shortcut: a panic while it was held leaves it consistent enough
+        // (whole transactions or none), and the sealer checks it against the database anyway.
+        self.inner
+            .commit_feed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// `"postgres"` or `"sqlite"`.
@@ -214,9 +277,12 @@ impl EventStore {
             // One statement: atomic on its own, no BEGIN/COMMIT round trips.
             Backend::Postgres(pool) => {
                 let mut conn = pool.acquire().await?;
-                let result = postgres::append(&mut conn, stream_id, expected, events).await?;
+                let (result, records) =
+                    postgres::append(&mut conn, stream_id, expected, events, self.wants_records())
+                        .await?;
                 drop(conn);
                 if !result.deduplicated {
+                    self.feed_committed(records);
                     self.count_appended(events.len());
                     self.notify_appended();
                 }
@@ -264,6 +330,7 @@ impl EventStore {
             store: self.clone(),
             appended: false,
             appended_events: 0,
+            records: Some(Vec::new()),
         })
     }
 
@@ -565,6 +632,25 @@ async fn listen(
     }
 }
 
+/// Keeps this process's commits' records for its sealer while it lives; see
+/// [`EventStore::keep_commits_for_sealer`].
+#[derive(Debug)]
+#[must_use = "the records are kept only while the guard lives"]
+pub struct SealFeedGuard {
+    store: EventStore,
+}
+
+impl Drop for SealFeedGuard {
+    fn drop(&mut self) {
+        let mut feed = self.store.commit_feed();
+        let wanted = feed.release();
+        // Under the same lock, so a guard taken meanwhile cannot be undone by this one.
+        if let Some(writer) = &self.store.inner.sqlite_writer {
+            writer.set_feed_wanted(wanted);
+        }
+    }
+}
+
 /// A write transaction on a service's store: inbox rows, appends and checkpoints commit together.
 #[derive(Debug)]
 pub struct Transaction {
@@ -573,6 +659,9 @@ pub struct Transaction {
     appended: bool,
     /// Events appended in this transaction, counted when it commits.
     appended_events: usize,
+    /// PostgreSQL: the records of every event appended, for the sealer once this commits; None
+    /// when some are unknown (see [`CommitFeed`]).
+    records: Option<Vec<EventRecord>>,
 }
 
 #[derive(Debug)]
@@ -591,9 +680,15 @@ impl Transaction {
     ) -> Result<AppendResult, EventStoreError> {
         validate_append(stream_id, events)?;
         let result = match &mut self.inner {
-            TxInner::Postgres(tx) => postgres::append(tx, stream_id, expected, events).await,
-            TxInner::Sqlite(tx) => sqlite::append(tx, stream_id, expected, events).await,
-        }?;
+            TxInner::Postgres(tx) => {
+                let want_records = self.store.wants_records();
+                let (result, records) =
+                    postgres::append(tx, stream_id, expected, events, want_records).await?;
+                self.add_records(records);
+                result
+            }
+            TxInner::Sqlite(tx) => sqlite::append(tx, stream_id, expected, events).await?,
+        };
         if !result.deduplicated {
             self.appended = true;
             self.appended_events += events.len();
@@ -617,9 +712,15 @@ impl Transaction {
             return Ok(Vec::new());
         }
         let results = match &mut self.inner {
-            TxInner::Postgres(tx) => postgres::append_streams(tx, appends).await,
-            TxInner::Sqlite(tx) => sqlite::append_streams(tx, appends).await,
-        }?;
+            TxInner::Postgres(tx) => {
+                let want_records = self.store.wants_records();
+                let (results, records) =
+                    postgres::append_streams(tx, appends, want_records).await?;
+                self.add_records(records);
+                results
+            }
+            TxInner::Sqlite(tx) => sqlite::append_streams(tx, appends).await?,
+        };
         for (append, result) in appends.iter().zip(&results) {
             if !result.deduplicated {
                 self.appended = true;
@@ -685,6 +786,8 @@ impl Transaction {
 
     /// The PostgreSQL connection of this transaction, for read-model writes in the same commit.
     pub fn postgres(&mut self) -> Option<&mut PgConnection> {
+        // The sealer cannot know what is written through it, so this commit feeds it nothing.
+        self.records = None;
         match &mut self.inner {
             TxInner::Postgres(tx) => Some(tx),
             TxInner::Sqlite(_) => None,
@@ -701,7 +804,10 @@ impl Transaction {
 
     pub async fn commit(self) -> Result<(), EventStoreError> {
         match self.inner {
-            TxInner::Postgres(tx) => tx.commit().await?,
+            TxInner::Postgres(tx) => {
+                tx.commit().await?;
+                self.store.feed_committed(self.records);
+            }
             TxInner::Sqlite(tx) => tx.commit().await?,
         }
         if self.appended {
@@ -717,6 +823,15 @@ impl Transaction {
             TxInner::Sqlite(tx) => tx.rollback().await?,
         }
         Ok(())
+    }
+}
+
+impl Transaction {
+    fn add_records(&mut self, records: Option<Vec<EventRecord>>) {
+        self.records = self.records.take().zip(records).map(|(mut all, part)| {
+            all.extend(part);
+            all
+        });
     }
 }
 

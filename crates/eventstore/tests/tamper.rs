@@ -1148,8 +1148,8 @@ async fn one_seal_row_covers_a_batch_and_still_names_the_altered_event(log: Log)
 /// leaves a gap in the feed), the chain must be the one the events themselves give.
 async fn sealing_what_this_process_just_appended_gives_the_documented_chain(log: Log) {
     let store = &log.store;
-    // The first seal finds nothing, and asks for the feed.
-    assert_eq!(store.seal(1_000).await.unwrap().sealed, 0);
+    // What a running `Sealer` holds; without it appends keep nothing.
+    let _feed = store.keep_commits_for_sealer();
     let first = vec![event("Approved", "a1"), event("Declined", "a2")];
     store
         .append("approval-1", ExpectedVersion::NoStream, &first)
@@ -1205,7 +1205,109 @@ async fn sealing_what_this_process_just_appended_gives_the_documented_chain(log:
         .fold(GENESIS_DIGEST, |previous, e| chain_digest(&previous, e));
     assert_eq!(head.sequence, 2_504);
     assert_eq!(head.digest, digest);
+    assert!(
+        store.sealed_from_feed() > 0,
+        "the sealer read back everything this process had just appended"
+    );
     let report = log.verify().await;
     assert!(report.is_intact(), "{report}");
     assert_eq!(report.sealed, 2_504);
+}
+
+/// On PostgreSQL the feed holds this process's committed transactions by commit id, and the sealer
+/// asks the database only about the commit ids it did not see. Another process's appends, one of
+/// them committing late with an earlier commit id, and a transaction that wrote through its raw
+/// connection must all still land in the chain in read order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sealing_from_this_process_commits_never_skips_anyone_elses() {
+    let Some(log) = Log::postgres().await else {
+        return;
+    };
+    let store = &log.store;
+    let replica = EventStore::connect(&log.url).await.unwrap();
+    let _feed = store.keep_commits_for_sealer();
+    store
+        .append("ours-1", ExpectedVersion::NoStream, &[event("E", "o1")])
+        .await
+        .unwrap();
+    // The first seal reads the table: its head is at the start, behind every commit id.
+    seal_all(store).await;
+    // Ours alone: sealed from the feed.
+    let fed_before = store.sealed_from_feed();
+    for n in 0..3 {
+        store
+            .append(
+                &format!("ours-{}", n + 2),
+                ExpectedVersion::NoStream,
+                &[event("E", &format!("o{}-a", n + 2)), event("E", "b")],
+            )
+            .await
+            .unwrap();
+    }
+    let mut tx = store.begin().await.unwrap();
+    tx.append_streams(&[
+        StreamAppend::new("ours-5", ExpectedVersion::NoStream, vec![event("E", "o5")]),
+        StreamAppend::new("ours-6", ExpectedVersion::NoStream, vec![event("E", "o6")]),
+    ])
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    seal_all(store).await;
+    assert_eq!(store.sealed_from_feed() - fed_before, 8);
+
+    // Another process takes a commit id first and commits after our next append.
+    let mut late = replica.begin().await.unwrap();
+    late.append(
+        "theirs-late",
+        ExpectedVersion::NoStream,
+        &[event("E", "t1")],
+    )
+    .await
+    .unwrap();
+    store
+        .append("ours-7", ExpectedVersion::NoStream, &[event("E", "o7")])
+        .await
+        .unwrap();
+    let progress = store.seal(1_000).await.unwrap();
+    assert_eq!(progress.sealed, 0, "sealed past an open transaction");
+    late.commit().await.unwrap();
+    // Another process's append, and one of ours, committed in between.
+    replica
+        .append("theirs-2", ExpectedVersion::NoStream, &[event("E", "t2")])
+        .await
+        .unwrap();
+    store
+        .append("ours-8", ExpectedVersion::NoStream, &[event("E", "o8")])
+        .await
+        .unwrap();
+    // A transaction of ours that also wrote a row through its raw connection.
+    let mut raw = store.begin().await.unwrap();
+    raw.append("ours-9", ExpectedVersion::NoStream, &[event("E", "o9")])
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO events (event_id, stream_id, stream_version, event_type, schema_version, \
+                             payload, correlation_id, actor) \
+         VALUES (gen_random_uuid(), 'raw', 1, 'E', 1, '\\x00', gen_random_uuid(), 'test')",
+    )
+    .execute(raw.postgres().unwrap())
+    .await
+    .unwrap();
+    raw.commit().await.unwrap();
+    store
+        .append("ours-10", ExpectedVersion::NoStream, &[event("E", "o10")])
+        .await
+        .unwrap();
+
+    let head = seal_all(store).await;
+    let events = settled(store).await;
+    assert_eq!(events.len(), 16);
+    let digest = events
+        .iter()
+        .fold(GENESIS_DIGEST, |previous, e| chain_digest(&previous, e));
+    assert_eq!((head.sequence, head.digest), (16, digest));
+    let report = log.verify().await;
+    assert!(report.is_intact(), "{report}");
+    assert_eq!(report.sealed, 16);
+    replica.close().await;
 }
