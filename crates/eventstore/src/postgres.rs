@@ -20,6 +20,7 @@ use crate::seal::{
     ChainHead, EventContent, EventRecord, SEAL_COLUMNS, SealHeadState, StoredSeal, UnsealedEvent,
     decode_seal, decode_seal_head,
 };
+use crate::seal_feed::join_records;
 use crate::store::{StoredId, resolve_unappended, to_u64};
 
 /// The columns the final select of an append adds when the sealer wants the records: the
@@ -30,6 +31,9 @@ macro_rules! record_columns {
          array_agg(recorded_at ORDER BY stream_version)"
     };
 }
+
+/// Where [`record_columns`] start in an append's result row.
+const RECORD_COLUMNS_AT: usize = 3;
 
 /// Columns every read selects, in the order `decode_event` expects.
 const EVENT_COLUMNS: &str = "tx_id, global_position, stream_id, stream_version, \
@@ -120,7 +124,7 @@ pub(crate) async fn append(
             deduplicated: false,
         };
         let records = want_records
-            .then(|| records_of(&row, 3, result.stream_version, events, &digests))
+            .then(|| records_of(&row, result.stream_version, events, &digests))
             .flatten();
         return Ok((result, records));
     }
@@ -146,18 +150,17 @@ pub(crate) async fn append(
 }
 
 /// The records of `events`, appended as versions up to `last_version`, from the [`record_columns`]
-/// starting at column `first`. None if the row does not describe them (the records are only a
+/// of `row`. None if the row does not describe them (the records are only a
 /// shortcut for the sealer, which then reads the table; the append itself succeeded).
 fn records_of(
     row: &PgRow,
-    first: usize,
     last_version: u64,
     events: &[NewEvent],
     digests: &[[u8; 32]],
 ) -> Option<Vec<EventRecord>> {
-    let commit_id: Xid8 = row.try_get(first).ok()?;
-    let positions: Vec<i64> = row.try_get(first + 1).ok()?;
-    let times: Vec<DateTime<Utc>> = row.try_get(first + 2).ok()?;
+    let commit_id: Xid8 = row.try_get(RECORD_COLUMNS_AT).ok()?;
+    let positions: Vec<i64> = row.try_get(RECORD_COLUMNS_AT + 1).ok()?;
+    let times: Vec<DateTime<Utc>> = row.try_get(RECORD_COLUMNS_AT + 2).ok()?;
     let count = events.len();
     if positions.len() != count || times.len() != count || digests.len() != count {
         return None;
@@ -238,10 +241,7 @@ pub(crate) async fn append_streams(
         {
             Ok((result, part_records)) => {
                 results.push(result);
-                slow_records = slow_records.zip(part_records).map(|(mut all, part)| {
-                    all.extend(part);
-                    all
-                });
+                join_records(&mut slow_records, part_records);
             }
             Err(error) => {
                 savepoint(conn, "ROLLBACK TO SAVEPOINT").await?;
@@ -388,12 +388,9 @@ async fn append_streams_at_once(
         let last_event = first_event + append.events.len();
         let part = by_stream.get(&append.stream_id).and_then(|(result, row)| {
             let digests = digests.get(first_event..last_event)?;
-            records_of(row, 3, result.stream_version, &append.events, digests)
+            records_of(row, result.stream_version, &append.events, digests)
         });
-        records = records.zip(part).map(|(mut all, part)| {
-            all.extend(part);
-            all
-        });
+        join_records(&mut records, part);
         first_event = last_event;
     }
     let results = appends

@@ -8,7 +8,6 @@
 //! right after its head, and reads the table for anything else (events appended through the pool,
 //! by another process, or before the feed was wanted). Positions are integers, so a run of
 //! consecutive ones leaves no room for an event the feed did not see.
-
 //!
 //! On PostgreSQL ([`CommitFeed`]) the chain's order is commit id first, and ids are handed out as
 //! transactions start, so consecutive positions prove nothing. There the feed holds whole committed
@@ -116,10 +115,9 @@ impl CommitFeed {
         self.holders > 0
     }
 
-    /// One more sealer wants the records; returns whether any does.
-    pub(crate) fn hold(&mut self) -> bool {
+    /// One more sealer wants the records.
+    pub(crate) fn hold(&mut self) {
         self.holders += 1;
-        true
     }
 
     /// One sealer fewer; returns whether any still wants the records (else they are forgotten).
@@ -189,7 +187,7 @@ impl CommitFeed {
         if horizon <= first_unknown {
             // Nothing after the head's transaction is visible yet (or the head is at START on an
             // empty log); only the head's own transaction may go on.
-            return self.head_commit_only(head, horizon);
+            return Some(self.head_commit_only(head, horizon));
         }
         let fed_between = self.commits.range(first_unknown..horizon).count() as u64;
         let unfed = (horizon - first_unknown).saturating_sub(fed_between);
@@ -199,7 +197,7 @@ impl CommitFeed {
         let unfed_commits: Vec<u64> = (first_unknown..horizon)
             .filter(|id| !self.commits.contains_key(id))
             .collect();
-        let mut candidates = self.head_commit_only(head, horizon)?;
+        let mut candidates = self.head_commit_only(head, horizon);
         candidates.unfed_commits = unfed_commits;
         for records in self.commits.range(first_unknown..horizon).map(|(_, r)| r) {
             if !candidates.records.is_empty() && candidates.records.len() + records.len() > limit {
@@ -213,9 +211,9 @@ impl CommitFeed {
     }
 
     /// The head transaction's remaining records when the feed holds it, else a probe for it.
-    fn head_commit_only(&self, head: LogPosition, horizon: u64) -> Option<FeedCandidates> {
+    fn head_commit_only(&self, head: LogPosition, horizon: u64) -> FeedCandidates {
         let held = self.commits.get(&head.commit_id);
-        Some(FeedCandidates {
+        FeedCandidates {
             records: match held {
                 Some(records) if head.commit_id < horizon => records.clone(),
                 _ => Vec::new(),
@@ -223,7 +221,7 @@ impl CommitFeed {
             unfed_commits: Vec::new(),
             // At START (commit id 0) there is no head transaction to look into.
             probe_head_commit: held.is_none() && head.commit_id > 0,
-        })
+        }
     }
 
     /// Drops every record at or before `head` in chain order.
@@ -246,6 +244,14 @@ impl CommitFeed {
             break;
         }
     }
+}
+
+/// Adds `part` to the records of one transaction; unknown (None) if either is.
+pub(crate) fn join_records(all: &mut Option<Vec<EventRecord>>, part: Option<Vec<EventRecord>>) {
+    *all = all.take().zip(part).map(|(mut all, part)| {
+        all.extend(part);
+        all
+    });
 }
 
 #[cfg(test)]
@@ -352,7 +358,7 @@ mod tests {
 
     fn wanted_commit_feed() -> CommitFeed {
         let mut feed = CommitFeed::default();
-        assert!(feed.hold());
+        feed.hold();
         // Nothing to seal from: the sealer reads the table.
         assert_eq!(feed.candidates(LogPosition::START, 1, 10), None);
         feed

@@ -21,7 +21,7 @@ use crate::event::{
 use crate::notify::{CHANNEL, Notifier};
 use crate::replay::{ReadAhead, Replay};
 use crate::seal::EventRecord;
-use crate::seal_feed::CommitFeed;
+use crate::seal_feed::{CommitFeed, join_records};
 use crate::sqlite_reader::SqliteReader;
 use crate::sqlite_writer::SqliteWriter;
 use crate::subscription::Subscription;
@@ -202,14 +202,23 @@ impl EventStore {
     ///
     /// [`Sealer::run`]: crate::Sealer::run
     pub fn keep_commits_for_sealer(&self) -> SealFeedGuard {
-        let mut feed = self.commit_feed();
-        let wanted = feed.hold();
-        if let Some(writer) = &self.inner.sqlite_writer {
-            writer.set_feed_wanted(wanted);
-        }
-        drop(feed);
+        self.count_feed_holder(true);
         SealFeedGuard {
             store: self.clone(),
+        }
+    }
+
+    /// One sealer more or fewer wants the records; both backends' feeds follow, under one lock so
+    /// that a guard taken and one dropped at once cannot leave them disagreeing.
+    fn count_feed_holder(&self, more: bool) {
+        let mut feed = self.commit_feed();
+        if more {
+            feed.hold();
+        } else {
+            feed.release();
+        }
+        if let Some(writer) = &self.inner.sqlite_writer {
+            writer.set_feed_wanted(feed.wanted());
         }
     }
 
@@ -642,12 +651,7 @@ pub struct SealFeedGuard {
 
 impl Drop for SealFeedGuard {
     fn drop(&mut self) {
-        let mut feed = self.store.commit_feed();
-        let wanted = feed.release();
-        // Under the same lock, so a guard taken meanwhile cannot be undone by this one.
-        if let Some(writer) = &self.store.inner.sqlite_writer {
-            writer.set_feed_wanted(wanted);
-        }
+        self.store.count_feed_holder(false);
     }
 }
 
@@ -684,7 +688,7 @@ impl Transaction {
                 let want_records = self.store.wants_records();
                 let (result, records) =
                     postgres::append(tx, stream_id, expected, events, want_records).await?;
-                self.add_records(records);
+                join_records(&mut self.records, records);
                 result
             }
             TxInner::Sqlite(tx) => sqlite::append(tx, stream_id, expected, events).await?,
@@ -716,7 +720,7 @@ impl Transaction {
                 let want_records = self.store.wants_records();
                 let (results, records) =
                     postgres::append_streams(tx, appends, want_records).await?;
-                self.add_records(records);
+                join_records(&mut self.records, records);
                 results
             }
             TxInner::Sqlite(tx) => sqlite::append_streams(tx, appends).await?,
@@ -823,15 +827,6 @@ impl Transaction {
             TxInner::Sqlite(tx) => tx.rollback().await?,
         }
         Ok(())
-    }
-}
-
-impl Transaction {
-    fn add_records(&mut self, records: Option<Vec<EventRecord>>) {
-        self.records = self.records.take().zip(records).map(|(mut all, part)| {
-            all.extend(part);
-            all
-        });
     }
 }
 
