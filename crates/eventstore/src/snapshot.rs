@@ -15,8 +15,9 @@
 //!   transaction id: any event stamped before that was inserted by a transaction whose id was
 //!   assigned earlier, hence smaller. So for `W >= T`, nothing `T` wants lies at or after `H`.
 //!
-//! Both rely on the database host's clock not running backwards (PostgreSQL stamps with
-//! `clock_timestamp()`, SQLite with the embedded server's clock).
+//! Both rely on the database host's clock not running backwards (PostgreSQL stamps each append
+//! with one `clock_timestamp()` reading, taken once the transaction has its id; SQLite with the
+//! embedded server's clock).
 
 use std::marker::PhantomData;
 use std::time::Duration;

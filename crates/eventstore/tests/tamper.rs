@@ -1214,6 +1214,79 @@ async fn sealing_what_this_process_just_appended_gives_the_documented_chain(log:
     assert_eq!(report.sealed, 2_504);
 }
 
+/// Positions that another appender's rows interleaved cannot be derived from the versions: the
+/// append returns them as a list, and the sealer still takes the commit from memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_appends_whose_positions_another_appender_interleaved_still_feed_the_sealer() {
+    let Some(log) = Log::postgres().await else {
+        return;
+    };
+    let store = &log.store;
+    // Stands in for another appender whose rows took positions between this statement's rows,
+    // which concurrent appends do at random: each row of type 'Interleaved' skips one position.
+    sqlx::query(
+        "CREATE FUNCTION take_a_position() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN \
+           IF NEW.event_type = 'Interleaved' THEN \
+             PERFORM nextval(pg_get_serial_sequence('events', 'global_position')); \
+           END IF; \
+           RETURN NEW; \
+         END $$",
+    )
+    .execute(store.postgres_pool().unwrap())
+    .await
+    .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER take_a_position BEFORE INSERT ON events \
+         FOR EACH ROW EXECUTE FUNCTION take_a_position()",
+    )
+    .execute(store.postgres_pool().unwrap())
+    .await
+    .unwrap();
+    let _feed = store.keep_commits_for_sealer();
+    store
+        .append("first", ExpectedVersion::NoStream, &[event("E", "f")])
+        .await
+        .unwrap();
+    seal_all(store).await;
+    let fed_before = store.sealed_from_feed();
+    let interleaved = |n: usize, tag: &str| {
+        (0..n)
+            .map(|i| event("Interleaved", &format!("{tag}-{i}")))
+            .collect::<Vec<_>>()
+    };
+    store
+        .append("single", ExpectedVersion::NoStream, &interleaved(3, "s"))
+        .await
+        .unwrap();
+    let mut tx = store.begin().await.unwrap();
+    tx.append_streams(&[
+        StreamAppend::new("multi-a", ExpectedVersion::NoStream, interleaved(2, "a")),
+        StreamAppend::new("multi-b", ExpectedVersion::NoStream, vec![event("E", "b")]),
+    ])
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let head = seal_all(store).await;
+    assert_eq!(
+        store.sealed_from_feed() - fed_before,
+        6,
+        "the appends' records came back as a list of positions"
+    );
+    let events = settled(store).await;
+    let positions: Vec<u64> = events.iter().map(|e| e.position.global_position).collect();
+    assert!(
+        positions.windows(2).any(|w| w[1] > w[0] + 1),
+        "the trigger left gaps: {positions:?}"
+    );
+    let digest = events
+        .iter()
+        .fold(GENESIS_DIGEST, |previous, e| chain_digest(&previous, e));
+    assert_eq!((head.sequence, head.digest), (7, digest));
+    let report = log.verify().await;
+    assert!(report.is_intact(), "{report}");
+}
+
 /// On PostgreSQL the feed holds this process's committed transactions by commit id, and the sealer
 /// asks the database only about the commit ids it did not see. Another process's appends, one of
 /// them committing late with an earlier commit id, and a transaction that wrote through its raw
