@@ -17,8 +17,9 @@
 //! the chain. The sealer therefore reads narrow rows (positions, ids, the content digest) instead
 //! of payloads, and hashes 104 bytes per event whatever the payload's size. While a [`Sealer`]
 //! runs, appends in its process hand it those fields of what they commit, so it mostly reads
-//! nothing back (`seal_feed.rs`, which says why that never skips another process's events). Events stored before
-//! the column existed have no content digest; the sealer computes it from their content.
+//! nothing back (`seal_feed.rs`, which says why that never skips another process's events).
+//! Events stored before the column existed have no content digest; the sealer computes it from
+//! their content.
 //!
 //! ```text
 //! content_digest(e) = SHA-256( encode_content(e) )                     -- at append
